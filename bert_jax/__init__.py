@@ -1,0 +1,8 @@
+"""bert_jax: pretrain and fine-tune BERT in JAX / Flax NNX."""
+
+__version__ = "0.1.0"
+
+from bert_jax.models import (  # noqa: F401
+    BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
+    BertForTokenClassification, BertModel, create_model, get_config)
+from bert_jax.interop import load_pretrained, save_pretrained  # noqa: F401,E402

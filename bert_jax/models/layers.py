@@ -1,0 +1,112 @@
+"""Small NNX building blocks with logical axis names on every parameter.
+
+Every parameter is float32 and carries its logical axis names as the `out_sharding` metadata
+(Flax's convention; `bert_jax.sharding` maps them to mesh axes). Modules built with `stack=L`
+hold L layers' parameters stacked on a leading `layers` axis; `BertEncoder` slices them.
+Compute happens in `dtype` (float32 or bfloat16); LayerNorm statistics are always float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def param(init, key, shape: Sequence[int], names: Sequence[str | None],
+          stack: int | None = None) -> nnx.Param:
+  """A float32 `nnx.Param` with logical axis names (and a leading `layers` axis if stacked)."""
+  shape, names = tuple(shape), tuple(names)
+  assert len(shape) == len(names), (shape, names)
+  if stack is not None:
+    shape, names = (stack,) + shape, ("layers",) + names
+  return nnx.Param(init(key, shape, jnp.float32), out_sharding=names, eager_sharding=False)
+
+
+def truncated_normal(stddev: float):
+  """BERT's tf.truncated_normal_initializer: N(0, stddev) cut at 2 stddev (no rescaling)."""
+  return jax.nn.initializers.truncated_normal(stddev=stddev)
+
+
+def activation(name: str):
+  if name == "gelu":
+    return lambda x: jax.nn.gelu(x, approximate=False)
+  if name in ("gelu_new", "gelu_tanh", "gelu_pytorch_tanh"):
+    return lambda x: jax.nn.gelu(x, approximate=True)
+  if name == "relu":
+    return jax.nn.relu
+  if name == "tanh":
+    return jnp.tanh
+  raise ValueError(f"unknown activation {name!r}")
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+  """Inverted dropout; identity when `rng` is None (deterministic) or the rate is 0."""
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+class Dense(nnx.Module):
+  """y = x . kernel + bias, contracting the trailing `len(in_shape)` axes of x.
+
+  kernel: in_shape + out_shape, logical names `names` (in then out); bias: out_shape.
+  """
+
+  def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int],
+               names: Sequence[str | None], *, rngs: nnx.Rngs, init_std: float = 0.02,
+               use_bias: bool = True, stack: int | None = None, dtype=jnp.float32):
+    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+    self.num_in = len(in_shape)
+    self.dtype = dtype
+    self.kernel = param(truncated_normal(init_std), rngs.params(), in_shape + out_shape,
+                        names, stack)
+    self.bias = (param(jax.nn.initializers.zeros, None, out_shape, names[self.num_in:], stack)
+                 if use_bias else None)
+
+  def __call__(self, x: jax.Array, out_dtype=None) -> jax.Array:
+    kernel = self.kernel[...].astype(self.dtype)
+    y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.num_in,
+                      preferred_element_type=out_dtype)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(y.dtype)
+    return y
+
+
+class Embed(nnx.Module):
+  """A lookup table [num_embeddings, features]; `attend` is the tied output projection."""
+
+  def __init__(self, num_embeddings: int, features: int, names: Sequence[str], *,
+               rngs: nnx.Rngs, init_std: float = 0.02):
+    self.embedding = param(truncated_normal(init_std), rngs.params(),
+                           (num_embeddings, features), names)
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    return jnp.take(self.embedding[...], ids, axis=0)  # float32
+
+  def attend(self, x: jax.Array, dtype) -> jax.Array:
+    """[..., features] -> [..., num_embeddings] logits, accumulated and returned in float32."""
+    table = self.embedding[...].astype(dtype)
+    return jnp.einsum("...h,vh->...v", x.astype(dtype), table,
+                      preferred_element_type=jnp.float32)
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm with float32 statistics; output in `dtype`. BERT uses epsilon 1e-12."""
+
+  def __init__(self, features: int, *, epsilon: float, stack: int | None = None,
+               dtype=jnp.float32):
+    self.epsilon = epsilon
+    self.dtype = dtype
+    self.scale = param(jax.nn.initializers.ones, None, (features,), ("norm",), stack)
+    self.bias = param(jax.nn.initializers.zeros, None, (features,), ("norm",), stack)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+    return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
