@@ -22,3 +22,8 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
   return REPO
+
+
+import sys  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests"))  # `import helpers`

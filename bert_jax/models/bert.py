@@ -93,11 +93,14 @@ def dot_product_attention(q, k, v, mask, *, impl: str, dropout_rate: float,
 
   Logits and softmax in float32; masked logits get float32's lowest finite value (never -inf,
   so a fully padded row is uniform, not NaN, in any compute dtype). `auto` uses
-  jax.nn.dot_product_attention (cuDNN flash attention on GPU when it applies) unless attention
-  dropout is active, which needs the explicit ("manual") path.
+  jax.nn.dot_product_attention on GPU/TPU (cuDNN flash attention where it applies) unless
+  attention dropout is active, which needs the explicit ("manual") path; on CPU it uses the
+  manual path (the same XLA ops, and it also handles float16 there).
   """
   use_dropout = rng is not None and dropout_rate > 0.0
-  if impl in ("xla", "cudnn") or (impl == "auto" and not use_dropout):
+  library = impl in ("xla", "cudnn") or (
+      impl == "auto" and not use_dropout and jax.default_backend() != "cpu")
+  if library:
     return jax.nn.dot_product_attention(
         q, k, v, mask=mask, implementation=None if impl == "auto" else impl)
   scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))

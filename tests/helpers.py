@@ -1,0 +1,53 @@
+"""Shared test helpers (importable as `helpers` from tests/)."""
+
+import jax
+import numpy as np
+from flax import nnx
+
+from bert_jax import create_model, get_config
+
+
+def small_config(**overrides):
+  """3 layers, H=64, 4 heads: small enough for CPU tests, big enough to catch layout bugs."""
+  base = dict(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+              vocab_size=120, max_position_embeddings=64)
+  base.update(overrides)
+  return get_config("tiny", **base)
+
+
+def random_model(config, task="pretraining", seed=0, **head_kwargs):
+  """A model whose every parameter (biases and LayerNorm too) is non-trivial."""
+  model = create_model(config, task, seed=seed, **head_kwargs)
+  state = nnx.state(model, nnx.Param)
+  leaves, treedef = jax.tree.flatten(state)
+  keys = jax.random.split(jax.random.key(seed + 1000), len(leaves))
+  leaves = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+  nnx.update(model, jax.tree.unflatten(treedef, leaves))
+  return model
+
+
+def params_of(model):
+  return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def batch(config, batch_size=3, length=16, seed=0):
+  """Random ids with padding: row 1 padded after 10 tokens, row 2 after 5."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(1, config.vocab_size, (batch_size, length)).astype(np.int32)
+  types = np.zeros_like(ids)
+  types[:, length // 2:] = 1
+  mask = np.ones_like(ids)
+  if batch_size > 1:
+    mask[1, 10:] = 0
+  if batch_size > 2:
+    mask[2, 5:] = 0
+  ids = np.where(mask == 1, ids, 0).astype(np.int32)
+  return ids, types.astype(np.int32), mask.astype(np.int32)
+
+
+def assert_trees_equal(a, b):
+  la, ta = jax.tree.flatten(a)
+  lb, tb = jax.tree.flatten(b)
+  assert ta == tb
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -1,0 +1,227 @@
+"""Checkpoint interop: round trips, the other tools reading our files, and bad input."""
+
+import json
+import logging
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from bert_jax import create_model, load_pretrained, save_pretrained
+from bert_jax.interop import CheckpointError, detect_format, named_tensors
+from bert_jax.interop import safetensors_io
+from helpers import assert_trees_equal, batch, params_of, random_model, small_config
+
+
+@pytest.fixture(scope="module")
+def model():
+  return random_model(small_config())
+
+
+@pytest.fixture
+def vocab(tmp_path):
+  p = tmp_path / "vocab.txt"
+  p.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
+                         [f"w{i}" for i in range(115)]) + "\n")
+  return p
+
+
+@pytest.mark.parametrize("fmt", ["hf", "tf1", "orbax"])
+def test_round_trip_is_bit_identical_and_carries_the_vocab(model, vocab, tmp_path, fmt):
+  out = save_pretrained(model, tmp_path / fmt, format=fmt, vocab=vocab)
+  assert detect_format(out) == fmt
+  assert (out / "vocab.txt").read_text() == vocab.read_text()
+  back = load_pretrained(out)
+  assert back.config == model.config if fmt == "orbax" else True
+  assert_trees_equal(params_of(back), params_of(model))
+  # The vocabulary travels on: save the loaded model again without naming it.
+  again = save_pretrained(back, tmp_path / f"{fmt}-again", format="hf")
+  assert (again / "vocab.txt").exists()
+  assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+def test_tf1_checkpoint_has_google_research_bert_names(model, tmp_path):
+  tf = pytest.importorskip("tensorflow")
+  out = save_pretrained(model, tmp_path / "tf1", format="tf1")
+  reader = tf.train.load_checkpoint(str(out / "bert_model.ckpt"))
+  shapes = reader.get_variable_to_shape_map()
+  assert shapes["bert/embeddings/word_embeddings"] == [120, 64]
+  assert shapes["bert/encoder/layer_2/attention/self/query/kernel"] == [64, 64]
+  assert shapes["bert/encoder/layer_0/intermediate/dense/kernel"] == [64, 128]
+  assert shapes["bert/encoder/layer_1/output/LayerNorm/gamma"] == [64]
+  assert shapes["cls/seq_relationship/output_weights"] == [2, 64]
+  assert shapes["cls/predictions/output_bias"] == [120]
+  assert len(shapes) == 5 + 3 * 16 + 2 + 5 + 2  # embeddings, layers, pooler, MLM, NSP
+  params = params_of(model)
+  qkv = params["bert"]["encoder"]["layers"]["attention"]["qkv"]["kernel"]  # [L, H, 3, N, D]
+  np.testing.assert_array_equal(reader.get_tensor("bert/encoder/layer_2/attention/self/key/kernel"),
+                                qkv[2, :, 1].reshape(64, 64))
+  cfg = json.loads((out / "bert_config.json").read_text())
+  assert cfg["num_hidden_layers"] == 3 and "dtype" not in cfg
+
+
+def test_tf1_checkpoint_prefix_path_and_optimizer_slots_are_skipped(model, tmp_path):
+  tf = pytest.importorskip("tensorflow")
+  tensors = named_tensors(model, "tf1")
+  tensors["bert/embeddings/word_embeddings/adam_m"] = np.zeros((120, 64), np.float32)
+  tensors["global_step"] = np.array(7, np.int64)
+  d = tmp_path / "ckpt"
+  d.mkdir()
+  names = sorted(tensors)
+  tf.raw_ops.SaveV2(prefix=str(d / "model.ckpt-7"), tensor_names=names,
+                    shape_and_slices=[""] * len(names),
+                    tensors=[tf.constant(tensors[n]) for n in names])
+  (d / "bert_config.json").write_text(json.dumps(model.config.to_tf1_dict()))
+  back = load_pretrained(d / "model.ckpt-7")
+  assert_trees_equal(params_of(back), params_of(model))
+
+
+def test_pytorch_bin_loads_with_weights_only(model, tmp_path):
+  torch = pytest.importorskip("torch")
+  d = save_pretrained(model, tmp_path / "hf", format="hf")
+  sd = {k: torch.from_numpy(np.array(v)) for k, v in safetensors_io.load(str(d / "model.safetensors")).items()}
+  torch.save(sd, d / "pytorch_model.bin")
+  os.remove(d / "model.safetensors")
+  assert_trees_equal(params_of(load_pretrained(d)), params_of(model))
+
+
+def test_transformers_reads_our_hf_export(model, tmp_path):
+  transformers = pytest.importorskip("transformers")
+  d = save_pretrained(model, tmp_path / "hf", format="hf", dtype="bfloat16")
+  hf = transformers.BertForPreTraining.from_pretrained(d)
+  assert str(hf.bert.embeddings.word_embeddings.weight.dtype) == "torch.bfloat16"
+  assert hf.config.num_hidden_layers == 3
+
+
+def test_pretraining_checkpoint_into_a_classifier_initialises_the_head(model, tmp_path, caplog):
+  d = save_pretrained(model, tmp_path / "hf", format="hf")
+  with caplog.at_level(logging.WARNING, logger="bert_jax"):
+    clf = load_pretrained(d, "classification", num_labels=3)
+  assert "no weights for classifier; initialising them fresh" in caplog.text
+  assert "not used by task 'classification'" in caplog.text
+  assert_trees_equal(params_of(clf)["bert"], params_of(model)["bert"])
+  ids, types, mask = batch(model.config)
+  assert clf(ids, types, mask).logits.shape == (3, 3)
+
+
+def test_classifier_num_labels_is_read_from_the_checkpoint(tmp_path):
+  clf = random_model(small_config(), "classification", num_labels=5)
+  d = save_pretrained(clf, tmp_path / "c", format="tf1")
+  back = load_pretrained(d, "classification")
+  assert back.num_labels == 5
+  assert_trees_equal(params_of(back), params_of(clf))
+
+
+def test_orbax_export_keeps_its_task(tmp_path):
+  qa = random_model(small_config(), "question_answering")
+  d = save_pretrained(qa, tmp_path / "qa", format="orbax")
+  assert type(load_pretrained(d, task=None)).__name__ == "BertForQuestionAnswering"
+
+
+# ---- bad input: one line each, naming the file and the fix ----------------------------------
+def _one_line(excinfo):
+  msg = str(excinfo.value)
+  assert "\n" not in msg, msg
+  return msg
+
+
+def test_missing_directory(tmp_path):
+  with pytest.raises(CheckpointError) as e:
+    load_pretrained(tmp_path / "nope")
+  assert _one_line(e).startswith(f"{tmp_path / 'nope'}: no such checkpoint directory")
+
+
+def test_unknown_format(tmp_path):
+  (tmp_path / "weights.npz").write_bytes(b"x")
+  with pytest.raises(CheckpointError) as e:
+    load_pretrained(tmp_path)
+  assert "not a BERT checkpoint directory (found: weights.npz); expected config.json" in _one_line(e)
+
+
+def test_config_weights_mismatch(model, tmp_path):
+  d = save_pretrained(model, tmp_path / "hf", format="hf")
+  cfg = json.loads((d / "config.json").read_text())
+  cfg["intermediate_size"] = 256
+  (d / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(CheckpointError) as e:
+    load_pretrained(d)
+  assert ("tensor bert.encoder.layer.0.intermediate.dense.weight has shape [128, 64] but the "
+          "config (hidden_size=64, intermediate_size=256, vocab_size=120) needs [256, 64]"
+          in _one_line(e))
+
+
+def test_fewer_layers_in_config_than_weights(model, tmp_path):
+  d = save_pretrained(model, tmp_path / "hf", format="hf")
+  cfg = json.loads((d / "config.json").read_text())
+  cfg["num_hidden_layers"] = 2
+  (d / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(CheckpointError, match="unexpected tensor bert.encoder.layer.2.*for a "
+                     "2-layer BERT; the config file does not match"):
+    load_pretrained(d)
+  cfg["num_hidden_layers"] = 4
+  (d / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(CheckpointError, match="missing tensor bert.encoder.layer.3"):
+    load_pretrained(d)
+
+
+def test_vocab_size_differs_from_embedding_rows(model, tmp_path):
+  d = save_pretrained(model, tmp_path / "tf1", format="tf1")
+  cfg = json.loads((d / "bert_config.json").read_text())
+  cfg["vocab_size"] = 30522
+  (d / "bert_config.json").write_text(json.dumps(cfg))
+  with pytest.raises(CheckpointError) as e:
+    load_pretrained(d)
+  assert ("bert/embeddings/word_embeddings has 120 rows but the config says vocab_size=30522; "
+          "make vocab_size in the config file equal the vocabulary size") in _one_line(e)
+
+
+def test_truncated_safetensors(model, tmp_path):
+  d = save_pretrained(model, tmp_path / "hf", format="hf")
+  f = d / "model.safetensors"
+  data = f.read_bytes()
+  f.write_bytes(data[: len(data) // 2])
+  with pytest.raises(CheckpointError) as e:
+    load_pretrained(d)
+  assert "the file is truncated" in _one_line(e) and str(f) in str(e.value)
+  f.write_bytes(data[:5])
+  with pytest.raises(CheckpointError, match="truncated safetensors file"):
+    load_pretrained(d)
+
+
+def test_safetensors_header_that_lies(model, tmp_path):
+  d = save_pretrained(model, tmp_path / "hf", format="hf")
+  f = d / "model.safetensors"
+  data = f.read_bytes()
+  (n,) = struct.unpack("<Q", data[:8])
+  header = json.loads(data[8:8 + n])
+  header["bert.pooler.dense.bias"]["shape"] = [64, 64]  # claims more bytes than its offsets
+  blob = json.dumps(header).encode()
+  blob += b" " * (-len(blob) % 8)
+  f.write_bytes(struct.pack("<Q", len(blob)) + blob + data[8 + n:])
+  with pytest.raises(CheckpointError) as e:
+    load_pretrained(d)
+  assert "tensor 'bert.pooler.dense.bias' header says shape [64, 64]" in _one_line(e)
+  assert "the header lies" in str(e.value)
+  f.write_bytes(struct.pack("<Q", 10 ** 12) + data[8:])
+  with pytest.raises(CheckpointError, match="header claims 1000000000000 bytes"):
+    load_pretrained(d)
+
+
+def test_save_refuses_an_existing_directory_unless_overwrite(model, tmp_path):
+  d = save_pretrained(model, tmp_path / "hf", format="hf")
+  before = (d / "model.safetensors").read_bytes()
+  with pytest.raises(FileExistsError, match="already exists; pass overwrite=True"):
+    save_pretrained(create_model(small_config(), seed=3), d, format="hf")
+  assert (d / "model.safetensors").read_bytes() == before
+  save_pretrained(create_model(small_config(), seed=3), d, format="hf", overwrite=True)
+  assert (d / "model.safetensors").read_bytes() != before
+  assert sorted(os.listdir(tmp_path)) == ["hf"]
+
+
+def test_a_failed_save_leaves_nothing(model, tmp_path):
+  with pytest.raises(FileNotFoundError, match="no such vocabulary file"):
+    save_pretrained(model, tmp_path / "out", format="hf", vocab=tmp_path / "missing.txt")
+  with pytest.raises(ValueError, match="dtype 'int8' is not one of"):
+    save_pretrained(model, tmp_path / "out", format="hf", dtype="int8")
+  assert os.listdir(tmp_path) == []

@@ -1,0 +1,200 @@
+"""The model on its own: shapes, config, dtype policy, scan vs loop, masking, dropout."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bert_jax import BertConfig, create_model, get_config
+from bert_jax.models import PRESETS
+from helpers import batch, params_of, random_model, small_config
+
+
+def test_presets_have_the_published_sizes():
+  sizes = {name: (c.num_hidden_layers, c.hidden_size, c.num_attention_heads,
+                  c.intermediate_size) for name, c in PRESETS.items()}
+  assert sizes == {"tiny": (2, 128, 2, 512), "mini": (4, 256, 4, 1024),
+                   "small": (4, 512, 8, 2048), "medium": (8, 512, 8, 2048),
+                   "base": (12, 768, 12, 3072), "large": (24, 1024, 16, 4096)}
+  base = PRESETS["base"]
+  assert (base.vocab_size, base.max_position_embeddings, base.type_vocab_size,
+          base.layer_norm_eps, base.initializer_range) == (30522, 512, 2, 1e-12, 0.02)
+
+
+@pytest.mark.parametrize("name,count", [("base", 110_106_428), ("large", 336_226_108)])
+def test_parameter_counts_match_hf(name, count):
+  # HF BertForPreTraining(bert-base-uncased config) has 110,106,428 parameters.
+  abstract = nnx.eval_shape(lambda: create_model(get_config(name)))
+  assert sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))) == count
+
+
+def test_config_json_round_trips_hf_and_tf1_field_names(tmp_path):
+  cfg = get_config("mini", vocab_size=28996, hidden_act="gelu")
+  (tmp_path / "config.json").write_text(json.dumps(cfg.to_hf_dict()))
+  (tmp_path / "bert_config.json").write_text(json.dumps(cfg.to_tf1_dict()))
+  arch = dataclasses.asdict(cfg)
+  for f in ("config.json", "bert_config.json"):
+    loaded = BertConfig.from_json_file(tmp_path / f)
+    assert {k: v for k, v in dataclasses.asdict(loaded).items() if k in cfg.to_tf1_dict()} == {
+        k: v for k, v in arch.items() if k in cfg.to_tf1_dict()}
+  assert BertConfig.from_json_file(tmp_path / "config.json") == cfg
+  assert set(cfg.to_tf1_dict()) == {
+      "attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob", "hidden_size",
+      "initializer_range", "intermediate_size", "max_position_embeddings",
+      "num_attention_heads", "num_hidden_layers", "type_vocab_size", "vocab_size"}
+
+
+def test_config_rejects_bad_values():
+  with pytest.raises(ValueError, match="hidden_size 100 is not divisible by num_attention_heads 3"):
+    get_config("tiny", hidden_size=100, num_attention_heads=3)
+  with pytest.raises(ValueError, match="hidden_act 'swish' is not one of"):
+    get_config("tiny", hidden_act="swish")
+  with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+    get_config("huge")
+
+
+def test_every_parameter_has_logical_axis_names():
+  model = create_model(small_config())
+  for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    names = var.get_metadata()["out_sharding"]
+    assert len(names) == var[...].ndim, path
+    assert all(isinstance(n, str) for n in names), path
+  layer_kernel = model.bert.encoder.layers.attention.qkv.kernel
+  assert layer_kernel.get_metadata()["out_sharding"] == ("layers", "embed", "qkv", "heads", "kv")
+
+
+def test_output_shapes_gathered_and_full():
+  cfg = small_config()
+  model = create_model(cfg)
+  ids, types, mask = batch(cfg)
+  positions = np.array([[1, 2, 3, 0], [4, 5, 0, 0], [1, 0, 0, 0]], np.int32)
+  out = model(ids, types, mask, positions)
+  assert out.sequence_output.shape == (3, 16, 64)
+  assert out.pooled_output.shape == (3, 64)
+  assert out.mlm_logits.shape == (3, 4, 120) and out.mlm_logits.dtype == jnp.float32
+  assert out.nsp_logits.shape == (3, 2)
+  full = model(ids, types, mask)
+  assert full.mlm_logits.shape == (3, 16, 120)
+  # Gathered logits equal the full logits at those positions.
+  np.testing.assert_allclose(out.mlm_logits,
+                             np.take_along_axis(np.asarray(full.mlm_logits),
+                                                positions[..., None], axis=1), atol=1e-6)
+
+
+def test_scanned_and_unrolled_layers_compute_the_same_function():
+  cfg = small_config()
+  scanned = random_model(cfg)
+  looped = random_model(cfg.replace(scan_layers=False))
+  ids, types, mask = batch(cfg)
+  a = scanned(ids, types, mask, deterministic=False, dropout_rng=jax.random.key(1))
+  b = looped(ids, types, mask, deterministic=False, dropout_rng=jax.random.key(1))
+  np.testing.assert_allclose(a.mlm_logits, b.mlm_logits, atol=1e-5)
+  np.testing.assert_allclose(a.nsp_logits, b.nsp_logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["full", "save_dots"])
+def test_remat_changes_memory_not_results(policy):
+  cfg = small_config()
+  ids, types, mask = batch(cfg)
+
+  def loss(model):
+    return model(ids, types, mask).mlm_logits.mean()
+
+  base, remat = random_model(cfg), random_model(cfg.replace(remat_policy=policy))
+  g1 = nnx.grad(loss)(base)
+  g2 = nnx.grad(loss)(remat)
+  for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+def test_padding_does_not_change_real_tokens():
+  cfg = small_config()
+  model = random_model(cfg)
+  ids, types, mask = batch(cfg)
+  out = model(ids, types, mask)
+  short = model(ids[1:2, :10], types[1:2, :10], mask[1:2, :10])
+  np.testing.assert_allclose(out.sequence_output[1, :10], short.sequence_output[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_fully_padded_rows_are_finite(dtype):
+  cfg = small_config(dtype=dtype)
+  model = random_model(cfg)
+  ids = np.zeros((2, 8), np.int32)
+  mask = np.zeros((2, 8), np.int32)
+  out = model(ids, attention_mask=mask)
+  assert np.isfinite(np.asarray(out.mlm_logits, np.float32)).all()
+  assert np.isfinite(np.asarray(out.nsp_logits, np.float32)).all()
+
+
+def test_bfloat16_compute_is_close_to_float32_with_float32_params():
+  """Documented tolerance: bf16 compute stays within 0.1 (abs) of fp32 logits of magnitude ~3."""
+  cfg = small_config()
+  f32 = random_model(cfg)
+  bf16 = random_model(cfg.replace(dtype="bfloat16"))
+  for _, var in nnx.to_flat_state(nnx.state(bf16, nnx.Param)):
+    assert var[...].dtype == jnp.float32
+  ids, types, mask = batch(cfg)
+  a = f32(ids, types, mask)
+  b = bf16(ids, types, mask)
+  assert b.sequence_output.dtype == jnp.bfloat16
+  assert b.mlm_logits.dtype == jnp.float32 and b.nsp_logits.dtype == jnp.float32
+  diff = np.abs(np.asarray(a.mlm_logits) - np.asarray(b.mlm_logits)).max()
+  assert diff < 0.1, diff
+  assert np.abs(np.asarray(a.mlm_logits)).max() > 1.0  # the tolerance is meaningful
+  np.testing.assert_allclose(a.nsp_logits, b.nsp_logits, atol=0.1)
+
+
+def test_dropout_is_deterministic_per_key_and_needs_a_key():
+  cfg = small_config()
+  model = random_model(cfg)
+  ids, types, mask = batch(cfg)
+  det = model(ids, types, mask)
+  d1 = model(ids, types, mask, deterministic=False, dropout_rng=jax.random.key(7))
+  d2 = model(ids, types, mask, deterministic=False, dropout_rng=jax.random.key(7))
+  d3 = model(ids, types, mask, deterministic=False, dropout_rng=jax.random.key(8))
+  np.testing.assert_array_equal(d1.mlm_logits, d2.mlm_logits)
+  assert not np.allclose(d1.mlm_logits, d3.mlm_logits)
+  assert not np.allclose(d1.mlm_logits, det.mlm_logits)
+  with pytest.raises(ValueError, match="deterministic=False needs dropout_rng"):
+    model(ids, types, mask, deterministic=False)
+
+
+def test_init_is_truncated_normal_002_with_zero_biases():
+  model = create_model(get_config("mini"))
+  params = params_of(model)
+  word = params["bert"]["embeddings"]["word_embeddings"]["embedding"]
+  assert abs(word.std() - 0.02 * 0.8796) < 0.001  # std of N(0, .02) truncated at 2 sigma
+  assert np.abs(word).max() <= 0.04 + 1e-6
+  layers = params["bert"]["encoder"]["layers"]
+  assert not layers["intermediate"]["bias"].any() and not params["mlm"]["output_bias"].any()
+  np.testing.assert_array_equal(layers["layer_norm"]["scale"], 1.0)
+  # Layers are initialised independently, not copies of each other.
+  k = layers["intermediate"]["kernel"]
+  assert not np.allclose(k[0], k[1])
+
+
+def test_sequence_longer_than_position_table_is_a_clear_error():
+  cfg = small_config(max_position_embeddings=8)
+  model = create_model(cfg)
+  with pytest.raises(ValueError, match="sequence length 16 exceeds max_position_embeddings 8"):
+    model(np.ones((1, 16), np.int32))
+
+
+def test_heads_shapes():
+  cfg = small_config()
+  ids, types, mask = batch(cfg)
+  cls = create_model(cfg, "classification", num_labels=5)
+  assert cls(ids, types, mask).logits.shape == (3, 5)
+  tok = create_model(cfg, "token_classification", num_labels=7)
+  assert tok(ids, types, mask).logits.shape == (3, 16, 7)
+  assert tok.bert.pooler is None
+  qa = create_model(cfg, "question_answering")
+  out = qa(ids, types, mask)
+  assert out.start_logits.shape == out.end_logits.shape == (3, 16)
+  enc = create_model(cfg, "encoder")
+  assert enc(ids, types, mask).pooled_output.shape == (3, 64)
