@@ -1,0 +1,186 @@
+"""Tokenizers for BERT pretraining: WordPiece (`vocab.txt`) and SentencePiece (`*.model`).
+
+Both sit behind one small interface, `Tokenizer`, built with `Tokenizer.from_file(path)`:
+
+  tok = Tokenizer.from_file("vocab.txt")        # WordPiece; `spm.model` -> SentencePiece
+  ids = tok.encode_batch(["Hello world.", ""])  # list[list[int]], no [CLS]/[SEP] added
+  tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id, tok.unk_id, tok.vocab_size
+  tok.is_word_start                              # bool [vocab_size], for whole-word masking
+
+WordPiece is google-research/bert's `FullTokenizer` (basic tokenizer: text cleanup, CJK
+characters split out, punctuation split, lower-casing and accent stripping when uncased; then
+greedy longest-match-first WordPiece with `##` continuations, `[UNK]` for a word with no
+segmentation or longer than `max_input_chars_per_word`), run by HF `tokenizers` (Rust) with
+`BertNormalizer` + `BertPreTokenizer` + `WordPiece`. BERT used max_input_chars_per_word = 200;
+HF's `BertTokenizerFast` uses 100. We keep BERT's 200 (the two differ only on words of 101-200
+characters).
+
+SentencePiece: `sentencepiece.SentencePieceProcessor`; the special tokens are looked up by piece
+(`[CLS]`, `[SEP]`, `[MASK]`, `[PAD]` or `<pad>`, `[UNK]` or the model's unk) and must exist.
+A piece starts a word when it begins with "▁" (U+2581).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# BERT's value (google-research/bert tokenization.WordpieceTokenizer); HF uses 100.
+MAX_INPUT_CHARS_PER_WORD = 200
+_SP_WORD_START = "\u2581"
+
+
+class VocabError(ValueError):
+  """A vocabulary file that cannot be used (missing, or lacking a special token)."""
+
+
+def read_vocab(path: str) -> list[str]:
+  """Tokens of a BERT `vocab.txt` (one per line; line number = id), as google-research/bert reads it."""
+  with open(path, encoding="utf-8") as f:
+    return [line.rstrip("\n").strip() for line in f]
+
+
+def infer_lower_case(tokens: list[str]) -> bool:
+  """True for an uncased vocabulary: no token other than `[...]` specials has an upper-case letter."""
+  for token in tokens:
+    if token.startswith("[") and token.endswith("]"):
+      continue
+    if token != token.lower():
+      return False
+  return True
+
+
+class Tokenizer:
+  """A WordPiece or SentencePiece tokenizer with BERT's special-token ids.
+
+  Attributes:
+    kind: "wordpiece" or "sentencepiece".
+    path: the vocabulary file (vocab.txt or *.model).
+    lower_case: whether text is lower-cased (and, for WordPiece, accent-stripped) first.
+    vocab_size: number of ids.
+    pad_id, unk_id, cls_id, sep_id, mask_id: ids of the special tokens.
+    is_word_start: bool [vocab_size]; False for a piece that continues the previous word
+      (WordPiece `##x`; SentencePiece pieces without a leading "▁").
+  """
+
+  def __init__(self, kind: str, path: str, tokens: list[str], special_ids: dict[str, int],
+               lower_case: bool, encode_fn):
+    self.kind = kind
+    self.path = path
+    self.lower_case = lower_case
+    self._tokens = tokens
+    self._encode_fn = encode_fn
+    self.vocab_size = len(tokens)
+    self.pad_id = special_ids["[PAD]"]
+    self.unk_id = special_ids["[UNK]"]
+    self.cls_id = special_ids["[CLS]"]
+    self.sep_id = special_ids["[SEP]"]
+    self.mask_id = special_ids["[MASK]"]
+    if kind == "wordpiece":
+      starts = [not t.startswith("##") for t in tokens]
+    else:
+      starts = [t.startswith(_SP_WORD_START) for t in tokens]
+    self.is_word_start = np.asarray(starts, dtype=bool)
+    # Special tokens always stand alone.
+    self.is_word_start[[self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id]] = True
+
+  @classmethod
+  def from_file(cls, path: str, lower_case: bool | None = None) -> "Tokenizer":
+    """Loads `path`: `*.model` is SentencePiece, anything else a WordPiece `vocab.txt`.
+
+    lower_case: None infers it (WordPiece: uncased iff no token has upper-case letters;
+      SentencePiece: False).
+    Raises VocabError for a missing file or a vocabulary without BERT's special tokens.
+    """
+    if not os.path.isfile(path):
+      raise VocabError(f"vocab file {path} does not exist: pass a vocab.txt or a SentencePiece "
+                       f".model (build one with python -m bert_jax.vocab)")
+    if path.endswith(".model"):
+      return _sentencepiece(path, lower_case)
+    return _wordpiece(path, lower_case)
+
+  @property
+  def tokens(self) -> list[str]:
+    """The vocabulary: tokens[i] is the piece of id i."""
+    return list(self._tokens)
+
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, without [CLS]/[SEP]; an empty or all-whitespace text gives []."""
+    if not texts:
+      return []
+    return self._encode_fn(list(texts))
+
+  def encode(self, text: str) -> list[int]:
+    return self.encode_batch([text])[0]
+
+  def convert_ids_to_tokens(self, ids) -> list[str]:
+    return [self._tokens[i] for i in ids]
+
+  def special_ids(self) -> dict[str, int]:
+    return {"[PAD]": self.pad_id, "[UNK]": self.unk_id, "[CLS]": self.cls_id,
+            "[SEP]": self.sep_id, "[MASK]": self.mask_id}
+
+
+def _missing_specials(path: str, missing: list[str]) -> VocabError:
+  return VocabError(f"vocab file {path} lacks the special token(s) {' '.join(missing)}: add them "
+                    f"(a new vocab from python -m bert_jax.vocab has them at ids 0-4)")
+
+
+def _wordpiece(path: str, lower_case: bool | None) -> Tokenizer:
+  from tokenizers import Tokenizer as HFTokenizer
+  from tokenizers import models, normalizers, pre_tokenizers
+
+  tokens = read_vocab(path)
+  vocab = {}
+  for i, token in enumerate(tokens):
+    vocab[token] = i  # a duplicate keeps its last id, as google-research/bert load_vocab
+  missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+  if missing:
+    raise _missing_specials(path, missing)
+  if lower_case is None:
+    lower_case = infer_lower_case(tokens)
+  hf = HFTokenizer(models.WordPiece(vocab, unk_token="[UNK]",
+                                    max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+  hf.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                             strip_accents=lower_case, lowercase=lower_case)
+  hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+
+  def encode(texts):
+    return [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+
+  return Tokenizer("wordpiece", path, tokens, {t: vocab[t] for t in SPECIAL_TOKENS},
+                   lower_case, encode)
+
+
+def _sentencepiece(path: str, lower_case: bool | None) -> Tokenizer:
+  import sentencepiece as spm
+
+  try:
+    sp = spm.SentencePieceProcessor(model_file=path)
+  except (RuntimeError, OSError) as e:
+    raise VocabError(f"vocab file {path} is not a SentencePiece model ({e}): pass a model written "
+                     f"by python -m bert_jax.vocab --kind=sentencepiece") from None
+  tokens = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+  ids = {t: i for i, t in enumerate(tokens)}
+  special = {}
+  for name, alternatives in (("[PAD]", ("[PAD]", "<pad>")), ("[UNK]", ("[UNK]", "<unk>")),
+                             ("[CLS]", ("[CLS]",)), ("[SEP]", ("[SEP]",)),
+                             ("[MASK]", ("[MASK]",))):
+    found = [ids[a] for a in alternatives if a in ids]
+    if found:
+      special[name] = found[0]
+  if "[UNK]" not in special and sp.unk_id() >= 0:
+    special["[UNK]"] = sp.unk_id()
+  missing = [t for t in SPECIAL_TOKENS if t not in special]
+  if missing:
+    raise _missing_specials(path, missing)
+  lower = bool(lower_case)
+
+  def encode(texts):
+    if lower:
+      texts = [t.lower() for t in texts]
+    return sp.encode(texts, out_type=int)
+
+  return Tokenizer("sentencepiece", path, tokens, special, lower, encode)
