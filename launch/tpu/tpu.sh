@@ -10,7 +10,7 @@
 #             --best-effort]  [--queued]  [--create-arg=GCLOUD_FLAG ...]
 #   setup     install bert_jax on every worker (--worker=all) into ~/bert_jax/.venv, either from git:
 #             --repo=https://github.com/ORG/bert_jax [--ref=main]   or from a wheel:  --wheel=PATH
-#             (the wheel goes with this checkout's configs/ and constraints.txt)  [--python=3.11]
+#             (the wheel goes with this checkout's configs/ and constraints.txt)  [--python-version=3.11]
 #   train     start `python -m bert_jax.train --config=C --workdir=W TRAIN_FLAGS` on all workers at
 #             once, in the background, logging to ~/bert_jax/train.log on each worker:
 #             --config=configs/bert_base.py --workdir=gs://BUCKET/DIR [--env=KEY=VALUE ...]
@@ -67,7 +67,7 @@ while (( $# )); do
     --repo=*) repo=${1#*=} ;;
     --ref=*) ref=${1#*=} ;;
     --wheel=*) wheel=${1#*=} ;;
-    --python=*) python_version=${1#*=} ;;
+    --python-version=*) python_version=${1#*=} ;;
     --config=*) config=${1#*=} ;;
     --workdir=*) workdir=${1#*=} ;;
     --env=*) env_args+=("${1#*=}") ;;
@@ -81,6 +81,7 @@ while (( $# )); do
 done
 
 [[ -n $name ]] || die "--name is required"
+[[ $name =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] || die "--name: lower-case letters, digits and dashes, starting with a letter (got '$name')"
 [[ -n $zone ]] || die "--zone is required"
 [[ -n $project ]] || die "--project is required"
 where=(--zone="$zone" --project="$project")

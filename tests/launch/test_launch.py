@@ -194,8 +194,8 @@ def test_tpu_bad_flags_fail_with_one_line():
   assert "Commands:" in run(TPU, "--help").stdout
 
 
-FAKE_GCLOUD = """\
-#!/usr/bin/env python3
+FAKE_GCLOUD = f"""\
+#!{sys.executable} -S
 import json, os, sys
 with open(os.environ["FAKE_GCLOUD_LOG"], "a") as f:
   f.write(json.dumps(sys.argv[1:]) + "\\n")
