@@ -326,6 +326,18 @@ def test_slurm_one_process_per_gpu():
   assert proc.returncode != 0 and "ntasks-per-node" in proc.stderr
 
 
+def test_slurm_finds_the_repo_from_its_spool_copy(tmp_path):
+  """sbatch runs a copy of the script from SLURM's spool directory, away from launch/."""
+  copy = tmp_path / "slurm_script"
+  copy.write_text(SLURM.read_text())
+  env = clean_env(SLURM_JOB_ID="7", SLURM_SUBMIT_DIR=str(REPO))
+  cmds = dry_run(copy, *TRAIN_FLAGS, env=env)
+  assert ["cd", str(REPO)] in cmds and any(c[0] == "srun" for c in cmds)
+  env["SLURM_SUBMIT_DIR"] = str(tmp_path)
+  proc = run(copy, *TRAIN_FLAGS, "--dry-run", env=env, check=False)
+  assert proc.returncode == 2 and "repository root" in proc.stderr
+
+
 def test_gpu_env_flags_are_known_to_xla():
   """XLA aborts on an unknown flag in XLA_FLAGS, so a typo in env.sh fails here."""
   script = f"source {REPO}/launch/gpu/env.sh && exec {sys.executable} -c 'import jax; jax.devices()'"
