@@ -1,10 +1,12 @@
 """Launch scripts (launch/): their --dry-run commands, the same commands when run for real against a
 fake gcloud, the remote commands run in a shell, local.sh with real multi-process JAX, shellcheck."""
 
+import atexit
 import json
 import os
 import pathlib
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +29,7 @@ PASSTHROUGH = ["--", "--config.train.batch_size=256", "--config.data.data_dir=gs
 
 # gcloud, sbatch and srun stand-ins that fail loudly: no test may reach a real cloud or cluster.
 _GUARD_BIN = pathlib.Path(tempfile.mkdtemp(prefix="launch_guard_"))
+atexit.register(shutil.rmtree, _GUARD_BIN, True)
 for _tool in ("gcloud", "sbatch", "srun"):
   (_GUARD_BIN / _tool).write_text(f"#!/bin/sh\necho 'test ran the real {_tool}' >&2\nexit 99\n")
   (_GUARD_BIN / _tool).chmod(0o755)
