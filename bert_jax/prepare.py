@@ -167,10 +167,10 @@ def _plan_tfds_shards(name, split, data_dir, text_feature, shard_bytes):
                     f"cannot open it ({first}); prepare it with TFDS first") from None
   if text_feature not in builder.info.features:
     raise DataError(f"--text_feature={text_feature}: {name} has no such feature (it has "
-                    f"{', '.join(builder.info.features)})")
+                    f"{', '.join(sorted(builder.info.features))})")
   if not num_examples:
     raise DataError(f"--tfds_source={name}: split {split} is empty")
-  sample = builder.as_dataset(split=f"{split}[:1000]", shuffle_files=False)
+  sample = builder.as_dataset(split=f"{split}[:{min(1000, num_examples)}]", shuffle_files=False)
   if not any(len(pdata.split_sentences(ex[text_feature].decode("utf-8", "replace"))) >= 2
              for ex in sample.as_numpy_iterator()):
     raise DataError(f"--tfds_source={name}: no document among the first 1000 has two sentences;"

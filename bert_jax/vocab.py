@@ -12,6 +12,12 @@ A new vocabulary has BERT's special tokens first, at fixed ids:
   [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4
 (google-research/bert's released vocabularies put [PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102,
 [MASK]=103 after 99 [unusedN] slots; nothing in bert_jax depends on the ids, only on the tokens.)
+
+Reproducibility: HF `tokenizers`' WordPiece trainer (BPE underneath) breaks ties between equally
+frequent merges by hash-map order, so two runs on the same text can give slightly different
+vocabularies (huggingface/tokenizers issue #1794); SentencePiece samples its input with a random
+seed. Build a vocabulary once and keep the file: the dataset records its sha256 and carries a
+copy, and everything downstream of the file is deterministic.
 """
 
 from __future__ import annotations
