@@ -1,0 +1,79 @@
+"""Throughput of `bert_jax.input_pipeline.train_iterator` in sequences per second.
+
+  .venv/bin/python benchmarks/input_pipeline.py                   # seq 128, dynamic masking
+  .venv/bin/python benchmarks/input_pipeline.py --whole_word_masking --json
+
+Prepares a dataset from --input (default ../shared/corpus/python-docs-library.txt, else the
+bundled sample) once (not timed), then times next() on the iterator — reading TFRecords, shuffle,
+batch, parse, dynamic masking, numpy conversion — after --warmup batches, for --seconds.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CORPUS = os.path.normpath(
+    os.path.join(REPO, "..", "shared", "corpus", "python-docs-library.txt"))
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--input", default=None)
+  p.add_argument("--seq_len", type=int, default=128)
+  p.add_argument("--max_predictions_per_seq", type=int, default=20)
+  p.add_argument("--batch_size", type=int, default=256, help="per-process batch")
+  p.add_argument("--whole_word_masking", action="store_true")
+  p.add_argument("--seconds", type=float, default=10.0)
+  p.add_argument("--warmup", type=int, default=20)
+  p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+  args = p.parse_args()
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  import tensorflow_datasets as tfds
+  tfds.disable_progress_bar()
+  from bert_jax import input_pipeline
+  from bert_jax.data import SAMPLE_CORPUS
+  from bert_jax.prepare import prepare
+  from bert_jax.vocab import train_vocab
+
+  corpus = args.input or (DEFAULT_CORPUS if os.path.exists(DEFAULT_CORPUS) else SAMPLE_CORPUS)
+  work = tempfile.mkdtemp(prefix="bench_pipeline_")
+  try:
+    vocab = train_vocab(corpus, os.path.join(work, "vocab"), 30522, lower_case=True)
+    prepare(input=corpus, vocab=vocab, data_dir=work, max_seq_length=args.seq_len,
+            max_predictions_per_seq=args.max_predictions_per_seq)
+    it = input_pipeline.train_iterator(
+        work, batch_size=args.batch_size, seq_len=args.seq_len,
+        max_predictions_per_seq=args.max_predictions_per_seq, seed=0,
+        whole_word_masking=args.whole_word_masking)
+    for _ in range(args.warmup):
+      next(it)
+    batches, start = 0, time.perf_counter()
+    while time.perf_counter() - start < args.seconds:
+      next(it)
+      batches += 1
+    elapsed = time.perf_counter() - start
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+  result = {"seq_len": args.seq_len, "batch_size": args.batch_size,
+            "max_predictions_per_seq": args.max_predictions_per_seq,
+            "whole_word_masking": args.whole_word_masking, "batches": batches,
+            "seconds": elapsed, "sequences_per_s": batches * args.batch_size / elapsed,
+            "cpus": os.cpu_count(), "corpus": corpus}
+  if args.json:
+    print(json.dumps(result))
+    return
+  masking = "dynamic, whole-word" if args.whole_word_masking else "dynamic"
+  print(f"{'pipeline':40s} {'batches':>8s} {'seq/s':>10s}")
+  print(f"{f'seq {args.seq_len}, batch {args.batch_size}, {masking}':40s} {batches:8d} "
+        f"{result['sequences_per_s']:10.0f}")
+  print(f"{os.cpu_count()} CPUs; corpus {corpus}")
+
+
+if __name__ == "__main__":
+  main()
