@@ -11,8 +11,9 @@ text unless --vocab is given; that is not timed.
 --reference_script: google-research/bert's create_pretraining_data.py, with its tokenization.py
 beside it (not part of this project: fetch them yourself). It is TF1 code; it runs here with
 `tensorflow.compat.v1` standing in for `tensorflow` (the compat shim below), in a subprocess,
-timed from after its imports, with --dupe_factor=1 (one pass, as our dynamic mode) and
---do_lower_case=True on the same vocab. Prints the speed ratio.
+timed from after its imports, with --dupe_factor=1 (one pass, as our dynamic mode; set
+--reference_dupe_factor=10 for its default) and --do_lower_case=True on the same vocab. Prints
+the speed ratio.
 """
 
 import argparse
@@ -51,7 +52,8 @@ def run_ours(args, vocab, work):
     data_dir = os.path.join(work, f"ours{i}")
     start = time.perf_counter()
     prepare(input=args.input, vocab=vocab, data_dir=data_dir, masking=args.masking,
-            dupe_factor=1, num_workers=args.num_workers or None, max_seq_length=128)
+            dupe_factor=1, num_workers=args.num_workers or None, max_seq_length=128,
+            **({"shard_size_mb": args.shard_size_mb} if args.shard_size_mb else {}))
     times.append(time.perf_counter() - start)
     shutil.rmtree(data_dir)
   return min(times), times
@@ -64,7 +66,8 @@ def run_reference(args, vocab, work):
   cmd = [sys.executable, shim, os.path.abspath(args.reference_script),
          f"--input_file={args.input}", f"--output_file={os.path.join(work, 'ref.tfrecord')}",
          f"--vocab_file={vocab}", "--do_lower_case=True", "--max_seq_length=128",
-         "--max_predictions_per_seq=20", "--dupe_factor=1", "--random_seed=12345"]
+         "--max_predictions_per_seq=20", f"--dupe_factor={args.reference_dupe_factor}",
+         "--random_seed=12345"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
   r = subprocess.run(cmd, capture_output=True, text=True, env=env)
   if r.returncode:
@@ -80,8 +83,12 @@ def main():
   p.add_argument("--vocab_size", type=int, default=30522)
   p.add_argument("--masking", default="dynamic", choices=("dynamic", "static"))
   p.add_argument("--num_workers", type=int, default=0, help="0 = all cores")
+  p.add_argument("--shard_size_mb", type=float, default=None, help="default: prepare's")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--reference_script", default=None)
+  p.add_argument("--reference_dupe_factor", type=int, default=1,
+                 help="1: the same work as ours; 10: the reference's default (10 maskings, "
+                      "which our dynamic masking replaces)")
   p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
   args = p.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -114,7 +121,7 @@ def main():
   print(f"{'':34s} {'seconds':>9s} {'MB/s':>8s}")
   print(f"{'bert_jax.prepare (' + args.masking + ')':34s} {best:9.2f} {result['mb_per_s']:8.2f}")
   if args.reference_script:
-    print(f"{'create_pretraining_data.py (ref)':34s} {result['reference_seconds']:9.2f} "
+    print(f"{f'reference, dupe_factor={args.reference_dupe_factor}':34s} {result['reference_seconds']:9.2f} "
           f"{result['reference_mb_per_s']:8.2f}")
     print(f"speedup: {result['speedup']:.1f}x")
   print(f"input {args.input}: {size / 1e6:.2f} MB, {result['num_workers']} workers, "
