@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 from absl import app, flags, logging
 
@@ -138,7 +140,12 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
       try_download_gcs=False, beam_options=_beam_options(beam, beam_options, job.num_workers))
   logging.info("preparing %s from %d shard(s) on %d worker(s)%s", out, len(shards),
                job.num_workers, " with Apache Beam" if beam else "")
-  builder.download_and_prepare(download_config=config)
+  # Nothing is downloaded; keep TFDS's download manager out of data_dir.
+  download_dir = tempfile.mkdtemp(prefix="bert_jax_prepare_")
+  try:
+    builder.download_and_prepare(download_dir=download_dir, download_config=config)
+  finally:
+    shutil.rmtree(download_dir, ignore_errors=True)
   return out
 
 
