@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bert_jax import sharding
+
 
 def param(init, key, shape: Sequence[int], names: Sequence[str | None],
           stack: int | None = None) -> nnx.Param:
@@ -85,7 +87,10 @@ class Embed(nnx.Module):
                            (num_embeddings, features), names)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
-    return jnp.take(self.embedding[...], ids, axis=0)  # float32
+    # Gather from a whole (all-gathered) table: a lookup into a vocab/embed-sharded table makes
+    # XLA replicate it anyway, less efficiently. The gradient reduce-scatters back to the shards.
+    table = sharding.constrain(self.embedding[...], (None, None))
+    return jnp.take(table, ids, axis=0)  # float32
 
   def attend(self, x: jax.Array, dtype) -> jax.Array:
     """[..., features] -> [..., num_embeddings] logits, accumulated and returned in float32."""

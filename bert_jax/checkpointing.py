@@ -1,0 +1,140 @@
+"""Training checkpoints with Orbax: train state + the input pipeline's position, per step.
+
+Layout: WORKDIR/checkpoints/<step>/{state, data}. `state` is the TrainState pytree (params,
+optimizer state, step, RNG, skipped-step count), saved asynchronously and restorable onto any
+mesh (Orbax reshards to the target shardings). `data` holds each process's tf.data iterator
+position (written synchronously at the save step, so it matches the state exactly).
+
+Orbax writes every step into a temporary directory and renames it when complete, so a killed
+save never shows up as a checkpoint. A finalized checkpoint that fails to restore (a truncated
+or deleted file) is renamed `<step>.corrupt-<n>`, named in a warning, and the previous one is
+restored instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+log = logging.getLogger("bert_jax")
+
+
+class DataIteratorHandler(ocp.CheckpointHandler):
+  """Saves/restores an input iterator exposing save(directory) / restore(directory)."""
+
+  def save(self, directory: epath.Path, args: DataIteratorArgs):
+    directory.mkdir(parents=True, exist_ok=True)
+    if args.iterator is not None:
+      args.iterator.save(str(directory))
+
+  def restore(self, directory: epath.Path, args: DataIteratorArgs | None = None):
+    if args is not None and args.iterator is not None:
+      args.iterator.restore(str(directory))
+      return args.iterator
+    return None
+
+  def metadata(self, directory: epath.Path):
+    return None
+
+  def finalize(self, directory: epath.Path):
+    pass
+
+  def close(self):
+    pass
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True, for_restore=True)
+@dataclasses.dataclass
+class DataIteratorArgs(ocp.args.CheckpointArgs):
+  iterator: Any = None
+
+
+class CheckpointSaveError(RuntimeError):
+  pass
+
+
+class Checkpointer:
+  """Orbax CheckpointManager for (TrainState, data iterator) with corrupt-checkpoint fallback."""
+
+  def __init__(self, directory, *, max_to_keep: int = 3, async_save: bool = True):
+    self.directory = epath.Path(directory)
+    self._options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True,
+        cleanup_tmp_directories=True)
+    self._open()
+
+  def _open(self):
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=self._options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": DataIteratorHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, data_iterator=None) -> None:
+    """Starts saving (async): returns once the state is copied off the accelerator."""
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=DataIteratorArgs(data_iterator)), force=True)
+    except Exception as e:  # noqa: BLE001 - surface any save failure in one line
+      raise CheckpointSaveError(self._save_error(step, e)) from e
+
+  def wait(self) -> None:
+    """Blocks until pending saves are on disk; raises CheckpointSaveError if one failed."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointSaveError(self._save_error(None, e)) from e
+
+  def _save_error(self, step, e) -> str:
+    what = f"step {step}" if step is not None else "an asynchronous save"
+    first = str(e).splitlines()[0][:300] if str(e) else ""
+    return (f"checkpoint save of {what} in {self.directory} failed ({type(e).__name__}: "
+            f"{first}); earlier checkpoints are intact; free disk space or fix the path, "
+            "then restart to resume")
+
+  def restore(self, abstract_state, data_iterator=None):
+    """Restores the newest restorable checkpoint onto abstract_state's shardings.
+
+    Returns (state, step), or (None, None) when there is no checkpoint.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=DataIteratorArgs(data_iterator)))
+        return restored["state"], step
+      except Exception as e:  # noqa: BLE001 - any failure: fall back to the previous one
+        path = self.directory / str(step)
+        log.warning("checkpoint %s is unreadable (%s: %s); skipping it and restoring the "
+                    "previous one", path, type(e).__name__, str(e).splitlines()[0][:200]
+                    if str(e) else "")
+        self._quarantine(step)
+    return None, None
+
+  def _quarantine(self, step: int) -> None:
+    """Moves a bad step directory aside so it is neither restored nor blocks a new save."""
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+      src = self.directory / str(step)
+      n = 0
+      while (dst := self.directory / f"{step}.corrupt-{n}").exists():
+        n += 1
+      if src.exists():
+        src.rename(dst)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"bert_jax_quarantine_{step}")
+    self.manager.close()
+    self._open()
+
+  def close(self) -> None:
+    self.manager.close()

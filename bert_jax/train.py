@@ -1,0 +1,408 @@
+r"""Pretrain BERT (masked LM + next sentence prediction) on a device mesh.
+
+  python -m bert_jax.train --config=configs/bert_base.py --workdir=DIR \
+      --config.data.data_dir=DATA [--config.train.batch_size=512 ...]
+
+Same command on one CPU, one GPU, an 8-GPU box or every host of a TPU pod (multi-host is
+auto-detected on Cloud TPU and SLURM; elsewhere pass --coordinator_address/--num_processes/
+--process_id). Restarting with the same --workdir resumes from the newest complete checkpoint.
+SIGTERM (preemption, `scancel`, Ctrl-C's TERM) saves a checkpoint at the next step boundary
+and exits with status 143. Start-up errors (bad config, flags, data) print one line and exit 2;
+a run stopped by a non-finite loss exits 3.
+
+Writes in WORKDIR: config.json (the resolved config), checkpoints/, metrics.jsonl (train and
+eval scalars, one JSON object per line), TensorBoard events (train/, eval/), profile/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as pylogging
+import math
+import signal
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from etils import epath
+from ml_collections import config_flags
+
+from bert_jax import distributed, sharding, train_lib
+from bert_jax.checkpointing import Checkpointer, CheckpointSaveError
+from bert_jax.train_step import eval_summary
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and metrics go "
+                               "(local or gs://).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "HOST:PORT of process 0, for "
+                                   "explicit multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in an explicit "
+                                      "multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's id in an explicit run.")
+_COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Compile the train step ahead of time "
+                                  "for --topology and report memory/FLOPs; no training.")
+_TOPOLOGY = flags.DEFINE_string("topology", "", "TPU topology for --compile_only, e.g. "
+                                "v5p-128, v4-32, v5e-8, v6e-16, v5p:2x2x1.")
+_NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "TPU slices for --compile_only "
+                                   "(multi-slice over DCN).")
+
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: the checkpoint is saved; relaunch to resume.
+EXIT_USAGE = 2
+EXIT_NONFINITE = 3
+
+
+class UserError(Exception):
+  """An error the user fixes (config, flags, data); printed as one line."""
+
+
+class NonFiniteError(Exception):
+  pass
+
+
+class _Preemption:
+  """SIGTERM -> save at the next step boundary, agreed by all processes."""
+
+  def __init__(self):
+    self.requested = False
+    if jax.process_count() == 1:
+      signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:  # JAX's preemption service syncs the step across hosts
+      from jax.experimental import multihost_utils
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
+
+class _MetricWriter:
+  """Process 0 writes metrics.jsonl and TensorBoard events; the others write nothing."""
+
+  def __init__(self, workdir: epath.Path):
+    self.active = jax.process_index() == 0
+    if not self.active:
+      return
+    self._jsonl = (workdir / "metrics.jsonl").open("a")
+    import tensorflow as tf
+    tf.config.set_visible_devices([], "GPU")
+    self._tf = tf
+    self._writers = {k: tf.summary.create_file_writer(str(workdir / k))
+                     for k in ("train", "eval")}
+
+  def write(self, kind: str, step: int, scalars: dict) -> None:
+    if not self.active:
+      return
+    self._jsonl.write(json.dumps({"kind": kind, "step": step, **scalars}) + "\n")
+    self._jsonl.flush()
+    with self._writers[kind].as_default():
+      for k, v in scalars.items():
+        self._tf.summary.scalar(k, v, step=step)
+    self._writers[kind].flush()
+
+  def close(self):
+    if self.active:
+      self._jsonl.close()
+      for w in self._writers.values():
+        w.close()
+
+
+def _fmt_eta(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _data_source(config):
+  """(vocab_size, train iterator factory, eval batches factory) for config.data."""
+  d = config.data
+  if d.source == "synthetic":
+    vocab = d.synthetic_vocab_size
+    per_process = config.train.batch_size // jax.process_count()
+
+    class Synthetic:
+      def __init__(self):
+        self.i = 0
+
+      def __next__(self):
+        self.i += 1
+        return train_lib.synthetic_batch(per_process, d.seq_len, d.max_predictions_per_seq,
+                                         vocab, d.seed * 1_000_003 + self.i)
+
+      def save(self, directory):
+        (epath.Path(directory) / f"synthetic_{jax.process_index()}.json").write_text(
+            json.dumps({"i": self.i}))
+
+      def restore(self, directory):
+        self.i = json.loads((epath.Path(directory) /
+                             f"synthetic_{jax.process_index()}.json").read_text())["i"]
+
+    def evals():
+      eb = config.eval.batch_size // jax.process_count()
+      n = config.eval.num_batches if config.eval.num_batches > 0 else 4
+      return [dict(train_lib.synthetic_batch(eb, d.seq_len, d.max_predictions_per_seq, vocab,
+                                             10 ** 9 + i), example_weight=np.ones(eb, np.float32))
+              for i in range(n)]
+
+    return vocab, {}, Synthetic, evals
+
+  from bert_jax import input_pipeline
+  if not d.data_dir:
+    raise UserError("--config.data.data_dir is empty: point it at the directory written by "
+                    "`python -m bert_jax.prepare --data_dir=...`")
+  try:
+    info = input_pipeline.dataset_info(d.data_dir, d.dataset or None)
+  except (FileNotFoundError, ValueError) as e:
+    raise UserError(str(e)) from None
+  if info["max_seq_length"] != d.seq_len:
+    raise UserError(f"--config.data.seq_len={d.seq_len} but the dataset in {d.data_dir} was "
+                    f"prepared with max_seq_length={info['max_seq_length']}; set seq_len to "
+                    "match or prepare another dataset")
+  if info["masking"] == "static" and info["max_predictions_per_seq"] != d.max_predictions_per_seq:
+    raise UserError(f"--config.data.max_predictions_per_seq={d.max_predictions_per_seq} but the "
+                    f"statically masked dataset has {info['max_predictions_per_seq']}")
+  kwargs = dict(seq_len=d.seq_len, max_predictions_per_seq=d.max_predictions_per_seq,
+                process_index=jax.process_index(), process_count=jax.process_count())
+
+  def train_it():
+    return input_pipeline.train_iterator(
+        d.data_dir, d.dataset or None, batch_size=config.train.batch_size // jax.process_count(),
+        seed=d.seed, masked_lm_prob=d.masked_lm_prob, shuffle_buffer=d.shuffle_buffer, **kwargs)
+
+  def evals():
+    return list(input_pipeline.eval_batches(
+        d.data_dir, d.dataset or None, batch_size=config.eval.batch_size // jax.process_count(),
+        seed=d.seed, max_batches=config.eval.num_batches if config.eval.num_batches > 0 else None,
+        **kwargs))
+
+  return info["vocab_size"], info, train_it, evals
+
+
+def evaluate(setup: train_lib.TrainSetup, params, batches) -> dict:
+  totals = None
+  for b in batches:
+    sums = setup.eval_step(params, train_lib.global_batch(b, setup.batch_sharding))
+    totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
+  totals = jax.tree.map(float, jax.device_get(totals))
+  out = eval_summary(totals)
+  out["examples"] = totals["nsp_count"]
+  return out
+
+
+def _warm_start(setup: train_lib.TrainSetup, path: str, seed: int):
+  from bert_jax.interop import CheckpointError, load_pretrained
+  from flax import nnx
+  try:
+    model = load_pretrained(path, "pretraining")
+  except (CheckpointError, FileNotFoundError) as e:
+    raise UserError(f"--config.init_from: {e}") from None
+  ours, theirs = setup.bert_config, model.config
+  for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+    if getattr(ours, field) != getattr(theirs, field):
+      raise UserError(f"--config.init_from={path}: the checkpoint has {field}="
+                      f"{getattr(theirs, field)} but this run's model has "
+                      f"{getattr(ours, field)}; use the matching model.preset / data")
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  logging.info("warm start from %s (fresh optimizer)", path)
+  return train_lib.state_from_params(setup, params, seed)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Runs (or resumes) training to config.train.num_steps; returns the last eval metrics."""
+  train_lib.validate_config(config)
+  workdir = epath.Path(workdir)
+  lead = jax.process_index() == 0
+  if lead:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+  # Mesh, data, model, optimizer, sharded step functions.
+  try:
+    mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor,
+                                dcn_data=config.mesh.dcn_data)
+  except sharding.MeshError as e:
+    raise UserError(str(e)) from None
+  vocab_size, info, make_train_iterator, make_eval_batches = _data_source(config)
+  try:
+    train_lib.validate_batch(config, mesh, jax.process_count())
+    setup = train_lib.build(config, mesh, vocab_size)
+  except train_lib.ConfigError as e:
+    raise UserError(str(e)) from None
+  logging.info("mesh %s over %d devices (%d processes); model %s: %d layers, hidden %d, "
+               "vocab %d, %s compute", dict(mesh.shape), mesh.size, jax.process_count(),
+               config.model.preset, setup.bert_config.num_hidden_layers,
+               setup.bert_config.hidden_size, vocab_size, setup.bert_config.dtype)
+
+  # State: resume > warm start > fresh init. Never materialised whole on one device.
+  train_iter = make_train_iterator()
+  ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.checkpoint.max_to_keep,
+                      async_save=config.checkpoint.async_save)
+  state, restored_step = ckpt.restore(setup.abstract_state, train_iter)
+  if state is not None:
+    logging.info("resumed from checkpoint at step %d", restored_step)
+  elif config.init_from:
+    state = _warm_start(setup, config.init_from, config.train.seed)
+  else:
+    state = setup.init_state(jax.random.key(config.train.seed))
+  start_step = int(jax.device_get(state.step))
+  skipped_at_start = int(jax.device_get(state.skipped_steps))
+  num_steps = config.train.num_steps
+
+  writer = _MetricWriter(workdir)
+  preemption = _Preemption()
+  peak, peak_how = train_lib.flops_lib.peak_flops(mesh.devices.flat,
+                                                  config.train.peak_tflops_per_device)
+  logging.info("MFU against %.4g TFLOP/s (%s); %.4g GFLOP per token", peak / 1e12, peak_how,
+               setup.flops_per_token / 1e9)
+  tokens_per_step = config.train.batch_size * config.data.seq_len
+  eval_batches = None
+  last_eval: dict = {}
+
+  def run_eval(step):
+    nonlocal eval_batches, last_eval
+    if eval_batches is None:
+      eval_batches = make_eval_batches()
+    t = time.perf_counter()
+    last_eval = evaluate(setup, state.params, eval_batches)
+    writer.write("eval", step, last_eval)
+    logging.info("eval step %d | mlm loss %.4f acc %.4f | nsp loss %.4f acc %.4f | %d examples "
+                 "in %.1fs", step, last_eval["mlm_loss"], last_eval["mlm_accuracy"],
+                 last_eval["nsp_loss"], last_eval["nsp_accuracy"], last_eval["examples"],
+                 time.perf_counter() - t)
+
+  def check_finite(skipped: int, step: int):
+    new = skipped - skipped_at_start
+    if config.train.on_nonfinite == "stop" and new > 0:
+      raise NonFiniteError(
+          f"non-finite loss or gradient by step {step} (update not applied); the last good "
+          f"checkpoint in {workdir / 'checkpoints'} stays the latest; lower "
+          "optimizer.learning_rate, check the data's vocab_size, or set "
+          "--config.train.on_nonfinite=skip")
+    if new > config.train.max_skipped_steps:
+      raise NonFiniteError(f"{new} steps skipped for non-finite loss/gradients (more than "
+                           f"train.max_skipped_steps={config.train.max_skipped_steps})")
+
+  def save(step):
+    check_finite(int(jax.device_get(state.skipped_steps)), step)
+    try:
+      ckpt.save(step, state, train_iter)
+    except CheckpointSaveError as e:
+      if config.checkpoint.on_save_error == "stop":
+        raise UserError(str(e)) from None
+      logging.error("%s; training continues (checkpoint.on_save_error=continue)", e)
+
+  pending: list = []  # metrics of steps since the last log (device arrays: no sync per step)
+  window_start, window_steps = None, 0
+  profiling = False
+  step = start_step
+  try:
+    while step < num_steps:
+      if step == config.train.profile_start_step and lead:
+        jax.profiler.start_trace(str(workdir / "profile"))
+        profiling = True
+      batch = train_lib.global_batch(next(train_iter), setup.batch_sharding)
+      state, metrics = setup.train_step(state, batch)
+      step += 1
+      pending.append(metrics)
+      window_steps += 1
+      if profiling and step >= config.train.profile_start_step + config.train.profile_num_steps:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        profiling = False
+      if window_start is None:  # the first step compiles: time from its end
+        jax.block_until_ready(metrics)
+        window_start, window_steps, pending = time.perf_counter(), 0, []
+      elif step % config.train.log_every_steps == 0 or step == num_steps:
+        fetched = jax.device_get(pending)
+        elapsed = time.perf_counter() - window_start
+        mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]
+                if k not in ("finite", "skipped_steps")}
+        step_time = elapsed / max(window_steps, 1)
+        mean.update(
+            steps_per_s=1 / step_time, seq_per_s=config.train.batch_size / step_time,
+            tokens_per_s=tokens_per_step / step_time,
+            mfu=setup.flops_per_token * tokens_per_step / step_time / peak,
+            skipped_steps=int(fetched[-1]["skipped_steps"]))
+        writer.write("train", step, mean)
+        logging.info(
+            "step %d/%d | loss %.4f | mlm %.4f acc %.4f | nsp %.4f acc %.4f | lr %.2e | gnorm "
+            "%.3f | %.1f seq/s %.0f tok/s | MFU %.1f%% | ETA %s", step, num_steps, mean["loss"],
+            mean["mlm_loss"], mean["mlm_accuracy"], mean["nsp_loss"], mean["nsp_accuracy"],
+            mean["learning_rate"], mean["grad_norm"], mean["seq_per_s"], mean["tokens_per_s"],
+            100 * mean["mfu"], _fmt_eta((num_steps - step) * step_time))
+        check_finite(mean["skipped_steps"], step)
+        window_start, window_steps, pending = time.perf_counter(), 0, []
+      if config.eval.every_steps and step % config.eval.every_steps == 0 and step < num_steps:
+        run_eval(step)
+      if step % config.checkpoint.every_steps == 0 and step < num_steps:
+        save(step)
+      if preemption.reached(step):
+        logging.warning("preemption/SIGTERM: saving a checkpoint at step %d and exiting", step)
+        if ckpt.latest_step() != step:
+          save(step)
+        ckpt.wait()
+        raise SystemExit(EXIT_PREEMPTED)
+    if start_step < num_steps or not last_eval:
+      run_eval(step)
+    if ckpt.latest_step() != step:
+      save(step)
+    ckpt.wait()
+  finally:
+    if profiling:
+      jax.profiler.stop_trace()
+    writer.close()
+    try:
+      ckpt.close()
+    except Exception:  # noqa: BLE001 - never mask the original error
+      pass
+  return last_eval
+
+
+class _QuietLibraries(pylogging.Filter):
+  """Keeps Orbax's per-save INFO chatter out of the training log (warnings still show)."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs():
+  for handler in pylogging.getLogger().handlers + pylogging.getLogger("absl").handlers:
+    handler.addFilter(_QuietLibraries())
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  pylogging.getLogger("bert_jax").setLevel(pylogging.INFO)
+  quiet_library_logs()
+  try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if jax.process_index() != 0:
+      logging.set_verbosity(logging.WARNING)
+    config = _CONFIG.value
+    if config is None:
+      raise UserError("--config is required, e.g. --config=configs/tiny.py")
+    if _COMPILE_ONLY.value:
+      from bert_jax import aot
+      aot.compile_only(config, _TOPOLOGY.value, _NUM_SLICES.value)
+      return
+    if not _WORKDIR.value:
+      raise UserError("--workdir is required (a local path or gs://bucket/path)")
+    train_and_evaluate(config, _WORKDIR.value)
+  except (UserError, train_lib.ConfigError, sharding.MeshError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+  except NonFiniteError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(EXIT_NONFINITE)
+
+
+if __name__ == "__main__":
+  app.run(main)
