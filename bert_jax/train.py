@@ -123,8 +123,11 @@ def _data_source(config):
   """(vocab_size, train iterator factory, eval batches factory) for config.data."""
   d = config.data
   if d.source == "synthetic":
-    vocab = d.synthetic_vocab_size
-    per_process = config.train.batch_size // jax.process_count()
+    vocab, pid, n = d.synthetic_vocab_size, jax.process_index(), jax.process_count()
+
+    def my_rows(batch, size):  # this process's rows of one global batch: runs with any
+      per = size // n           # process count see the same global data
+      return {k: v[pid * per:(pid + 1) * per] for k, v in batch.items()}
 
     class Synthetic:
       def __init__(self):
@@ -132,23 +135,22 @@ def _data_source(config):
 
       def __next__(self):
         self.i += 1
-        return train_lib.synthetic_batch(per_process, d.seq_len, d.max_predictions_per_seq,
-                                         vocab, d.seed * 1_000_003 + self.i)
+        b = config.train.batch_size
+        return my_rows(train_lib.synthetic_batch(b, d.seq_len, d.max_predictions_per_seq,
+                                                 vocab, d.seed * 1_000_003 + self.i), b)
 
       def save(self, directory):
-        (epath.Path(directory) / f"synthetic_{jax.process_index()}.json").write_text(
-            json.dumps({"i": self.i}))
+        (epath.Path(directory) / f"synthetic_{pid}.json").write_text(json.dumps({"i": self.i}))
 
       def restore(self, directory):
-        self.i = json.loads((epath.Path(directory) /
-                             f"synthetic_{jax.process_index()}.json").read_text())["i"]
+        self.i = json.loads((epath.Path(directory) / f"synthetic_{pid}.json").read_text())["i"]
 
     def evals():
-      eb = config.eval.batch_size // jax.process_count()
-      n = config.eval.num_batches if config.eval.num_batches > 0 else 4
-      return [dict(train_lib.synthetic_batch(eb, d.seq_len, d.max_predictions_per_seq, vocab,
-                                             10 ** 9 + i), example_weight=np.ones(eb, np.float32))
-              for i in range(n)]
+      eb = config.eval.batch_size
+      num = config.eval.num_batches if config.eval.num_batches > 0 else 4
+      return [my_rows(dict(train_lib.synthetic_batch(eb, d.seq_len, d.max_predictions_per_seq,
+                                                     vocab, 10 ** 9 + i),
+                           example_weight=np.ones(eb, np.float32)), eb) for i in range(num)]
 
     return vocab, {}, Synthetic, evals
 
@@ -404,5 +406,44 @@ def main(argv):
     sys.exit(EXIT_NONFINITE)
 
 
+def _config_key_hint(argv, name: str) -> str:
+  """The --config.* flag that mentions an unknown key `name`."""
+  for arg in argv:
+    if arg.startswith("--config.") and f".{name}" in arg.split("=")[0]:
+      return arg.split("=")[0]
+  return "--config.*"
+
+
+def _config_path(argv) -> str:
+  return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+
+
+def parse_flags(argv):
+  """absl flag parsing with one-line errors for bad flags, config files and config keys."""
+  try:
+    rest = flags.FLAGS(argv)
+    if _CONFIG.value is not None:  # config files load lazily: fail here, not mid-run
+      _CONFIG.value.keys()
+    return rest
+  except flags.Error as e:
+    msg = str(e)
+  except (KeyError, AttributeError) as e:  # ml_collections: an unknown --config.<key>
+    name = str(e).strip("\"'")
+    if "get_config" in name:
+      msg = (f"--config={_config_path(argv)}: the file defines no get_config(); pass a file "
+             "such as configs/tiny.py")
+    else:
+      msg = (f"{_config_key_hint(argv, name)}: {name!r} is not a config key; every key is "
+             "listed with its meaning in configs/default.py")
+  except OSError as e:  # the config file itself failed to load
+    path = _config_path(argv)
+    detail = [ln.strip() for ln in str(e).splitlines() if "Errno" in ln or "Error" in ln]
+    msg = (f"--config={path}: cannot load the config file"
+           f" ({detail[-1] if detail else type(e).__name__}); pass a file such as "
+           "configs/tiny.py")
+  print(f"error: {msg.splitlines()[0]}", file=sys.stderr)
+  sys.exit(EXIT_USAGE)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,10 +1,17 @@
 """Shared test helpers (importable as `helpers` from tests/)."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import numpy as np
 from flax import nnx
 
 from bert_jax import create_model, get_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def small_config(**overrides):
@@ -51,3 +58,40 @@ def assert_trees_equal(a, b):
   assert ta == tb
   for x, y in zip(la, lb):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def tiny_config(data_dir=None, **overrides):
+  """configs/tiny.py shrunk for tests: seq 64, batch 8, few steps."""
+  from configs import tiny
+  c = tiny.get_config()
+  if data_dir is None:
+    c.data.source = "synthetic"
+    c.data.synthetic_vocab_size = 500
+  else:
+    c.data.data_dir = data_dir
+  c.data.seq_len = 64
+  c.data.max_predictions_per_seq = 10
+  c.data.shuffle_buffer = 100
+  c.train.batch_size = 8
+  c.train.num_steps = 6
+  c.train.log_every_steps = 2
+  c.optimizer.warmup_steps = 2
+  c.checkpoint.every_steps = 3
+  c.eval.every_steps = 3
+  c.eval.batch_size = 8
+  c.eval.num_batches = 2
+  c.train.peak_tflops_per_device = 1.0  # skip the matmul measurement
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def run_cli(args, timeout=600, env=None):
+  """`python -m bert_jax.train ARGS` from the repo root; returns CompletedProcess."""
+  full_env = dict(os.environ, **(env or {}))
+  return subprocess.run([sys.executable, "-m", "bert_jax.train", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout, env=full_env)
