@@ -6,6 +6,7 @@ Both sit behind one small interface, `Tokenizer`, built with `Tokenizer.from_fil
   ids = tok.encode_batch(["Hello world.", ""])  # list[list[int]], no [CLS]/[SEP] added
   tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id, tok.unk_id, tok.vocab_size
   tok.is_word_start                              # bool [vocab_size], for whole-word masking
+  ids, offsets = tok.encode_with_offsets(["Hello world."])[0]  # + (start, end) chars per id
 
 WordPiece is google-research/bert's `FullTokenizer` (basic tokenizer: text cleanup, CJK
 characters split out, punctuation split, lower-casing and accent stripping when uncased; then
@@ -66,12 +67,13 @@ class Tokenizer:
   """
 
   def __init__(self, kind: str, path: str, tokens: list[str], special_ids: dict[str, int],
-               lower_case: bool, encode_fn):
+               lower_case: bool, encode_fn, offsets_fn=None):
     self.kind = kind
     self.path = path
     self.lower_case = lower_case
     self._tokens = tokens
     self._encode_fn = encode_fn
+    self._offsets_fn = offsets_fn
     self.vocab_size = len(tokens)
     self.pad_id = special_ids["[PAD]"]
     self.unk_id = special_ids["[UNK]"]
@@ -115,6 +117,13 @@ class Tokenizer:
   def encode(self, text: str) -> list[int]:
     return self.encode_batch([text])[0]
 
+  def encode_with_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple]]]:
+    """(ids, offsets) per text: the same ids as encode_batch, and for each id the [start, end)
+    character span of the original text it came from (fine-tuning maps answers/words with it)."""
+    if not texts:
+      return []
+    return self._offsets_fn(list(texts))
+
   def convert_ids_to_tokens(self, ids) -> list[str]:
     return [self._tokens[i] for i in ids]
 
@@ -150,8 +159,12 @@ def _wordpiece(path: str, lower_case: bool | None) -> Tokenizer:
   def encode(texts):
     return [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
 
+  def encode_with_offsets(texts):  # HF offsets are already in the original text's characters
+    return [(e.ids, [tuple(o) for o in e.offsets])
+            for e in hf.encode_batch(texts, add_special_tokens=False)]
+
   return Tokenizer("wordpiece", path, tokens, {t: vocab[t] for t in SPECIAL_TOKENS},
-                   lower_case, encode)
+                   lower_case, encode, encode_with_offsets)
 
 
 def _sentencepiece(path: str, lower_case: bool | None) -> Tokenizer:
@@ -183,4 +196,12 @@ def _sentencepiece(path: str, lower_case: bool | None) -> Tokenizer:
       texts = [t.lower() for t in texts]
     return sp.encode(texts, out_type=int)
 
-  return Tokenizer("sentencepiece", path, tokens, special, lower, encode)
+  def encode_with_offsets(texts):
+    # Character offsets into the (lower-cased) input; lower-casing keeps the length for all but
+    # a few characters (e.g. "İ"), where the spans are clipped to the original text.
+    encoded = sp.encode([t.lower() for t in texts] if lower else texts,
+                        out_type="offset_mapping")
+    return [(e["ids"], [(min(a, len(t)), min(b, len(t))) for a, b in e["offsets"]])
+            for e, t in zip(encoded, texts)]
+
+  return Tokenizer("sentencepiece", path, tokens, special, lower, encode, encode_with_offsets)

@@ -207,3 +207,24 @@ def test_sentencepiece(tmp_path):
   starts[:5] = True
   np.testing.assert_array_equal(tok.is_word_start, starts)
   assert 0 < starts.sum() < len(starts)
+
+
+def test_encode_with_offsets(vocab, tmp_path):
+  """Same ids as encode_batch, and each id's characters in the ORIGINAL text (accents and case
+  kept), for WordPiece and SentencePiece: what SQuAD answers map through."""
+  path, lower = vocab
+  tok = Tokenizer.from_file(path)
+  texts = _sample_lines(step=200) + HARD_CASES[:6] + ["  Héllo,   World!  ", ""]
+  out = tok.encode_with_offsets(texts)
+  assert [ids for ids, _ in out] == tok.encode_batch(texts)
+  (ids, spans), = tok.encode_with_offsets(["  Héllo,   World!  "])
+  assert "".join("  Héllo,   World!  "[a:b] for a, b in spans) == "Héllo,World!"
+  for text, (ids, spans) in zip(texts, out):
+    assert all(0 <= a <= b <= len(text) for a, b in spans)
+    assert [a for a, _ in spans] == sorted(a for a, _ in spans)
+  sp = Tokenizer.from_file(train_vocab(SAMPLE_CORPUS, str(tmp_path), vocab_size=800,
+                                       kind="sentencepiece"))
+  out = sp.encode_with_offsets(texts)
+  assert [ids for ids, _ in out] == sp.encode_batch(texts)
+  (ids, spans), = sp.encode_with_offsets(["The function returns."])
+  assert "".join("The function returns."[a:b] for a, b in spans) == "The function returns."
