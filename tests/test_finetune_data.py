@@ -1,0 +1,121 @@
+"""Fine-tuning data: file readers, label checks, classification and tagging features."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bert_jax import finetune_data as fd
+from bert_jax.tokenization import Tokenizer
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "run", "##ning",
+         "dogs", ".", "a", "b", "c", "d", "e"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+  path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+  path.write_text("\n".join(VOCAB) + "\n")
+  return Tokenizer.from_file(str(path))
+
+
+def test_table_readers(tmp_path):
+  csv_path = tmp_path / "train.csv"
+  csv_path.write_text('sentence,label\n"the cat, sat",yes\nrunning dogs,no\n')
+  tsv_path = tmp_path / "dev.tsv"  # GLUE TSVs hold stray quotes: read literally
+  tsv_path.write_text('sentence1\tsentence2\tlabel\n"the cat\tdogs\t1\n')
+  jsonl_path = tmp_path / "test.jsonl"
+  jsonl_path.write_text(json.dumps({"text": "the cat", "idx": 7}) + "\n\n")
+  ex = fd.read_classification_file(str(csv_path), "", "sentence", "", "label")
+  assert ex == [{"text_a": "the cat, sat", "text_b": None, "label": "yes", "index": 0},
+                {"text_a": "running dogs", "text_b": None, "label": "no", "index": 1}]
+  ex = fd.read_classification_file(str(tsv_path), "", "sentence1", "sentence2", "label")
+  assert ex == [{"text_a": '"the cat', "text_b": "dogs", "label": "1", "index": 0}]
+  ex = fd.read_classification_file(str(jsonl_path), "", "text", "", "label", labelled=False)
+  assert ex == [{"text_a": "the cat", "text_b": None, "label": None, "index": 7}]
+
+
+def test_reader_errors(tmp_path):
+  path = tmp_path / "train.csv"
+  path.write_text("sentence1,label\nthe cat,yes\n")
+  with pytest.raises(fd.DataError) as e:
+    fd.read_classification_file(str(path), "", "sentence1", "sentence2", "label")
+  assert str(e.value) == (f"{path}: no column 'sentence2' (--config.data.text_b_key); the "
+                          "columns are: sentence1, label")
+  with pytest.raises(fd.DataError) as e:
+    fd.read_classification_file(str(tmp_path / "nope.csv"), "", "s", "", "label")
+  assert str(e.value) == (f"{tmp_path / 'nope.csv'}: no such file (check "
+                          "--config.data.train_file/eval_file/test_file)")
+  odd = tmp_path / "train.xyz"
+  odd.write_text("x")
+  with pytest.raises(fd.DataError, match=r"cannot tell the format from the extension '.xyz'"):
+    fd.read_records(str(odd))
+  examples = [{"label": "yes"}, {"label": "maybe"}]
+  with pytest.raises(fd.DataError) as e:
+    fd.label_ids(examples, ["no", "yes"], "dev.csv")
+  assert str(e.value) == ("dev.csv example 1: label 'maybe' is not in the label set [no, yes]; "
+                          "fix the data or set --config.data.labels")
+
+
+def test_conll_and_tagging_jsonl(tmp_path):
+  conll = tmp_path / "train.conll"
+  conll.write_text("-DOCSTART- -X- O O\n\nthe DT O\ncat NN B-ANIMAL\n\n\nrunning VB O\n")
+  assert fd.read_tagging_file(str(conll), "", "tokens", "tags") == [
+      {"tokens": ["the", "cat"], "tags": ["O", "B-ANIMAL"]},
+      {"tokens": ["running"], "tags": ["O"]}]
+  jsonl = tmp_path / "train.jsonl"
+  jsonl.write_text(json.dumps({"words": ["a", "b"], "ner": ["O"]}) + "\n")
+  with pytest.raises(fd.DataError, match=r"train.jsonl example 0: 2 tokens but 1 tags"):
+    fd.read_tagging_file(str(jsonl), "", "words", "ner")
+
+
+def test_truncate_pair():
+  a, b = [1, 2, 3, 4, 5], [6, 7, 8]
+  fd.truncate_pair(a, b, 6)
+  assert (a, b) == ([1, 2, 3], [6, 7, 8])
+  a, b = [1, 2], [3, 4, 5, 6]
+  fd.truncate_pair(a, b, 3)
+  assert (a, b) == ([1, 2], [3])  # the longer one first; on a tie b (run_classifier.py)
+  a = [1, 2, 3]
+  fd.truncate_pair(a, None, 2)
+  assert a == [1, 2]
+
+
+def test_featurize_classification(tokenizer):
+  ex = [{"text_a": "the cat sat", "text_b": "running dogs", "label": "yes"},
+        {"text_a": "a b c d e", "text_b": "the", "label": "no"}]
+  f = fd.featurize_classification(ex, tokenizer, 8, [1, 0])
+  # 3 + 3 sub-tokens > 8 - 3: the tie pops from b.
+  assert tokenizer.convert_ids_to_tokens(f["input_ids"][0]) == [
+      "[CLS]", "the", "cat", "sat", "[SEP]", "run", "##ning", "[SEP]"]
+  assert f["label"].tolist() == [1, 0] and f["label"].dtype == np.int32
+  f = fd.featurize_classification(ex, tokenizer, 10, [1.5, 0.0])
+  assert tokenizer.convert_ids_to_tokens(f["input_ids"][0]) == [
+      "[CLS]", "the", "cat", "sat", "[SEP]", "run", "##ning", "dogs", "[SEP]", "[PAD]"]
+  np.testing.assert_array_equal(f["token_type_ids"][0], [0] * 5 + [1] * 4 + [0])
+  np.testing.assert_array_equal(f["attention_mask"][0], [1] * 9 + [0])
+  assert tokenizer.convert_ids_to_tokens(f["input_ids"][1]) == [
+      "[CLS]", "a", "b", "c", "d", "e", "[SEP]", "the", "[SEP]", "[PAD]"]
+  assert f["label"].dtype == np.float32
+
+
+def test_featurize_tagging_labels_first_subtoken(tokenizer):
+  ex = [{"tokens": ["the", "running", "dogs"], "tags": ["O", "B-X", "I-X"]},
+        {"tokens": ["a", "running", "b"], "tags": ["O", "B-X", "O"]}]
+  tag_ids = fd.label_ids(ex, ["O", "B-X", "I-X"], "x", key="tags")
+  f, cut = fd.featurize_tagging(ex, tokenizer, 6, tag_ids)
+  # [CLS] the run ##ning dogs [SEP]: "running" labelled on "run" only.
+  assert tokenizer.convert_ids_to_tokens(f["input_ids"][0]) == [
+      "[CLS]", "the", "run", "##ning", "dogs", "[SEP]"]
+  np.testing.assert_array_equal(f["labels"][0], [0, 0, 1, 0, 2, 0])
+  np.testing.assert_array_equal(f["label_weights"][0], [0, 1, 1, 0, 1, 0])
+  np.testing.assert_array_equal(f["word_index"][0], [-1, 0, 1, -1, 2, -1])
+  # Second sentence: a run ##ning b -> 4 sub-tokens + 2 specials = 6, fits exactly.
+  assert cut == 0
+  f, cut = fd.featurize_tagging(ex, tokenizer, 5, tag_ids)
+  assert cut == 2  # "dogs" and "b" do not fit
+  assert tokenizer.convert_ids_to_tokens(f["input_ids"][1]) == [
+      "[CLS]", "a", "run", "##ning", "[SEP]"]
+  predicted = np.array([0, 0, 1, 2, 0])
+  assert fd.word_predictions(predicted, f["word_index"][1], 3, ["O", "B-X", "I-X"]) == [
+      "O", "B-X", "O"]  # the cut word is predicted O
