@@ -28,12 +28,12 @@ that does not fit skipped, as create_pretraining_data.py), then per chosen token
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
 
 import numpy as np
+from etils import epath
 
 _NAME = "bert_pretraining"
 
@@ -47,16 +47,15 @@ def find_dataset(data_dir: str, dataset: str | None = None) -> str:
   dataset: None (the only one there), "bert_pretraining", "bert_pretraining:1.0.0",
     "bert_pretraining/CONFIG" or "bert_pretraining/CONFIG:1.0.0".
   """
-  data_dir = os.path.expanduser(data_dir)
+  root = epath.Path(os.path.expanduser(data_dir))  # local or gs://
   found = []
-  for info in glob.glob(os.path.join(data_dir, "*", "*", "dataset_info.json")) + glob.glob(
-      os.path.join(data_dir, "*", "*", "*", "dataset_info.json")):
-    rel = os.path.relpath(os.path.dirname(info), data_dir).split(os.sep)
+  for info in list(root.glob("*/*/dataset_info.json")) + list(root.glob("*/*/*/dataset_info.json")):
+    rel = info.parent.relative_to(root).parts
     if any(part.startswith("incomplete.") for part in rel):
       continue  # a prepare that did not finish
     name, version = rel[0], rel[-1]
     config = rel[1] if len(rel) == 3 else None
-    found.append((name, config, version, os.path.dirname(info)))
+    found.append((name, config, version, str(info.parent)))
   if dataset is not None:
     name, _, version = dataset.partition(":")
     name, _, config = name.partition("/")
@@ -81,13 +80,11 @@ def dataset_info(data_dir: str, dataset: str | None = None) -> dict:
   special_ids, masked_lm_prob, counts, ...).
   """
   path = find_dataset(data_dir, dataset)
-  with open(os.path.join(path, "dataset_info.json"), encoding="utf-8") as f:
-    info = json.load(f)
-  with open(os.path.join(path, "metadata.json"), encoding="utf-8") as f:
-    metadata = json.load(f)
+  info = json.loads((epath.Path(path) / "dataset_info.json").read_text())
+  metadata = json.loads((epath.Path(path) / "metadata.json").read_text())
   sizes = {s["name"]: sum(int(n) for n in s.get("shardLengths", [])) for s in info["splits"]}
   name = info["name"] + (f"/{info['configName']}" if info.get("configName") else "")
-  return {**metadata, "vocab_path": os.path.join(path, metadata["vocab_file"]),
+  return {**metadata, "vocab_path": str(epath.Path(path) / metadata["vocab_file"]),
           "num_train_examples": sizes.get("train", 0),
           "num_validation_examples": sizes.get("validation", 0),
           "name": name, "version": info["version"], "path": path}
@@ -282,24 +279,22 @@ class TrainIterator:
     return {k: v.numpy() for k, v in next(self._iterator).items()}
 
   def _prefix(self, directory: str) -> str:
-    return os.path.join(directory, f"input_pipeline_process_{self._process_index}")
+    return str(epath.Path(directory) / f"input_pipeline_process_{self._process_index}")
 
   def save(self, directory: str) -> None:
     """Writes this process's position into `directory` (input_pipeline_process_<i>*)."""
-    os.makedirs(directory, exist_ok=True)
+    epath.Path(directory).mkdir(parents=True, exist_ok=True)
     prefix = self._prefix(directory)
-    self._checkpoint.write(prefix)
-    with open(prefix + ".json", "w", encoding="utf-8") as f:
-      json.dump(self._params, f, indent=1, sort_keys=True)
+    self._checkpoint.write(prefix)  # TF file APIs: local or gs://
+    epath.Path(prefix + ".json").write_text(json.dumps(self._params, indent=1, sort_keys=True))
 
   def restore(self, directory: str) -> None:
     """Continues from a `save` of an iterator built with the same arguments."""
     prefix = self._prefix(directory)
-    if not os.path.exists(prefix + ".json"):
+    if not epath.Path(prefix + ".json").exists():
       raise FileNotFoundError(f"no input pipeline state for process {self._process_index} in "
                               f"{directory}")
-    with open(prefix + ".json", encoding="utf-8") as f:
-      saved = json.load(f)
+    saved = json.loads(epath.Path(prefix + ".json").read_text())
     if saved != self._params:
       differ = sorted(k for k in set(saved) | set(self._params)
                       if saved.get(k) != self._params.get(k))
