@@ -1,0 +1,334 @@
+r"""One full BERT pretraining step (forward, backward, optimizer update): ours vs the peers.
+
+  python benchmarks/train_step.py --model=base --seq_len=128 --batch_size=8 --dtype=float32 \
+      [--peers] [--json]
+
+"ours" is the exact jitted, sharded, donated step `bert_jax.train` runs (train_lib.build), with
+AdamW (optax, eps 1e-6, wd 0.01) so every framework runs the same optimizer. --peers adds, in the
+same invocation and on the same shapes:
+  torch      HF transformers PyTorch BertForPreTraining + torch.optim.AdamW (labels as HF takes
+             them: -100 on unmasked positions; MLM logits over all positions, as HF computes)
+  hf_flax    HF FlaxBertForPreTraining (transformers<5, in its own virtualenv .venv-hf-flax,
+             created on first use) + optax.adamw, integer-label loss on the masked positions
+  plain_jax  a hand-written JAX BERT step (benchmarks/plain_jax_bert.py): gathered MLM, fused QKV,
+             scan over layers, optax.adamw -- the "no framework tax" reference
+Each runs in its own subprocess (clean peak-RSS numbers). MFU = model FLOPs per token
+(bert-reference.md, gathered MLM) x tokens/s / the fp32 2048^3 matmul rate measured in this run
+(best of 10). Peak memory = the process's peak RSS above its RSS after imports. With --json the
+last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+FLAX_VENV = os.path.join(REPO, ".venv-hf-flax")
+
+
+def _rss_mb() -> float:
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1]) / 1024
+  return float("nan")
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time(step, n_warmup: int, n_steps: int) -> tuple[float, list[float]]:
+  """(first-call seconds, timed step seconds): `step()` must block until done."""
+  t = time.perf_counter()
+  step()
+  first = time.perf_counter() - t
+  for _ in range(n_warmup - 1):
+    step()
+  times = []
+  for _ in range(n_steps):
+    t = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t)
+  return first, times
+
+
+def _batch(args, vocab: int):
+  sys.path.insert(0, REPO)
+  import numpy as np
+  rng = np.random.default_rng(0)
+  b, l, p = args.batch_size, args.seq_len, args.max_predictions
+  ids = rng.integers(5, vocab, (b, l)).astype(np.int32)
+  positions = np.sort(np.argsort(rng.random((b, l - 1)), axis=-1)[:, :p] + 1, axis=-1)
+  targets = np.take_along_axis(ids, positions, axis=1)
+  masked = ids.copy()
+  np.put_along_axis(masked, positions, 4, axis=1)
+  return {"input_ids": masked, "token_type_ids": (np.arange(l)[None] >= l // 2).astype(
+              np.int32).repeat(b, 0),
+          "attention_mask": np.ones((b, l), np.int32), "masked_positions": positions.astype(
+              np.int32), "masked_ids": targets.astype(np.int32),
+          "masked_weights": np.ones((b, p), np.float32),
+          "next_sentence_label": rng.integers(0, 2, (b,)).astype(np.int32)}
+
+
+# ---- workers (one per subprocess) -------------------------------------------------------------
+def worker_ours(args) -> dict:
+  sys.path.insert(0, REPO)
+  import jax
+  from bert_jax import sharding, train_lib
+  from configs import default
+  base_rss = _rss_mb()
+  c = default.get_config()
+  c.model.preset = args.model
+  c.model.dtype = args.dtype
+  c.model.scan_layers = not args.unrolled
+  c.model.remat_policy = args.remat
+  c.data.seq_len, c.data.max_predictions_per_seq = args.seq_len, args.max_predictions
+  c.train.batch_size = args.batch_size
+  c.optimizer.name, c.optimizer.learning_rate = "adamw", 1e-4
+  mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
+  t = time.perf_counter()
+  setup = train_lib.build(c, mesh, 30522)
+  state = setup.init_state(jax.random.key(0))
+  batch = train_lib.global_batch(_batch(args, 30522), setup.batch_sharding)
+  compiled = setup.train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t
+  mem = compiled.memory_analysis()
+  box = [state]
+
+  def step():
+    box[0], metrics = compiled(box[0], batch)
+    jax.block_until_ready(metrics)
+
+  _, times = _time(step, args.warmup, args.steps)
+  return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,
+          "peak_rss_mb": _peak_rss_mb(), "device": jax.devices()[0].device_kind,
+          "xla_step_bytes": mem.argument_size_in_bytes + mem.output_size_in_bytes
+          - mem.alias_size_in_bytes + mem.temp_size_in_bytes,
+          "flops_per_token": setup.flops_per_token}
+
+
+def worker_plain_jax(args) -> dict:
+  sys.path.insert(0, HERE)
+  import jax
+  import plain_jax_bert
+  base_rss = _rss_mb()
+  t = time.perf_counter()
+  step_fn, state = plain_jax_bert.make(args.model, args.dtype, 30522)
+  batch = jax.device_put(_batch(args, 30522))
+  compiled = jax.jit(step_fn, donate_argnums=0).lower(state, batch).compile()
+  compile_s = time.perf_counter() - t
+  box = [state]
+
+  def step():
+    box[0], loss = compiled(box[0], batch)
+    jax.block_until_ready(loss)
+
+  _, times = _time(step, args.warmup, args.steps)
+  return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,
+          "peak_rss_mb": _peak_rss_mb()}
+
+
+def _hf_config_dict(model: str) -> dict:
+  sys.path.insert(0, REPO)
+  from bert_jax.models.config import PRESETS
+  d = PRESETS[model].to_hf_dict()
+  return d
+
+
+def worker_torch(args) -> dict:
+  import numpy as np
+  import torch
+  import transformers
+  base_rss = _rss_mb()
+  cfg = transformers.BertConfig(**_hf_config_dict(args.model))
+  model = transformers.BertForPreTraining(cfg).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6, weight_decay=0.01)
+  b = _batch(args, 30522)
+  labels = np.full(b["input_ids"].shape, -100, np.int64)
+  np.put_along_axis(labels, b["masked_positions"], b["masked_ids"], axis=1)
+  inputs = {"input_ids": torch.tensor(b["input_ids"], dtype=torch.long),
+            "token_type_ids": torch.tensor(b["token_type_ids"], dtype=torch.long),
+            "attention_mask": torch.tensor(b["attention_mask"], dtype=torch.long),
+            "labels": torch.tensor(labels),
+            "next_sentence_label": torch.tensor(b["next_sentence_label"], dtype=torch.long)}
+  use_bf16 = args.dtype == "bfloat16"
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+      loss = model(**inputs).loss
+    loss.backward()
+    opt.step()
+
+  first, times = _time(step, args.warmup, args.steps)
+  return {"compile_s": first, "times": times, "base_rss_mb": base_rss,
+          "peak_rss_mb": _peak_rss_mb(), "version": f"torch {torch.__version__}, "
+          f"transformers {transformers.__version__}", "threads": torch.get_num_threads()}
+
+
+def worker_hf_flax(args) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import optax
+  import transformers
+  base_rss = _rss_mb()
+  cfg = transformers.BertConfig(**_hf_config_dict(args.model))
+  model = transformers.FlaxBertForPreTraining(cfg, seed=0, dtype=getattr(jnp, args.dtype))
+  tx = optax.adamw(1e-4, eps=1e-6, weight_decay=0.01)
+  params = model.params
+  state = (params, tx.init(params))
+  b = _batch(args, 30522)
+
+  def train_step(state, b, rng):
+    params, opt_state = state
+
+    def loss_fn(params):
+      out = model(b["input_ids"], attention_mask=b["attention_mask"],
+                  token_type_ids=b["token_type_ids"], params=params, dropout_rng=rng, train=True)
+      logits = jnp.take_along_axis(out.prediction_logits, b["masked_positions"][..., None],
+                                   axis=1)  # HF computes all positions; the loss uses the masked
+      nll = optax.softmax_cross_entropy_with_integer_labels(logits, b["masked_ids"])
+      w = b["masked_weights"]
+      mlm = jnp.sum(nll * w) / (jnp.sum(w) + 1e-5)
+      nsp = optax.softmax_cross_entropy_with_integer_labels(out.seq_relationship_logits,
+                                                            b["next_sentence_label"]).mean()
+      return mlm + nsp
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  t = time.perf_counter()
+  batch = jax.device_put(b)
+  rng = jax.random.key(0)
+  compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch, rng).compile()
+  compile_s = time.perf_counter() - t
+  box = [state]
+
+  def step():
+    box[0], loss = compiled(box[0], batch, rng)
+    jax.block_until_ready(loss)
+
+  _, times = _time(step, args.warmup, args.steps)
+  return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,
+          "peak_rss_mb": _peak_rss_mb(), "version": f"transformers {transformers.__version__}, "
+          f"jax {jax.__version__}"}
+
+
+def worker_peak(args) -> dict:
+  sys.path.insert(0, REPO)
+  from bert_jax.flops import measure_matmul_peak
+  return {"peak_flops": measure_matmul_peak(2048, repeats=10)}
+
+
+WORKERS = {"ours": worker_ours, "plain_jax": worker_plain_jax, "torch": worker_torch,
+           "hf_flax": worker_hf_flax, "peak": worker_peak}
+
+
+# ---- orchestration ----------------------------------------------------------------------------
+def _ensure_flax_venv() -> str:
+  py = os.path.join(FLAX_VENV, "bin", "python")
+  if not os.path.exists(os.path.join(FLAX_VENV, ".ready")):
+    print(f"creating {FLAX_VENV} (transformers<5 for FlaxBertForPreTraining)...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", FLAX_VENV], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "jax==0.10.2", "jaxlib==0.10.2",
+                    "flax==0.12.8", "optax==0.2.8", "transformers>=4.57,<5", "numpy<2.5"],
+                   check=True)
+    open(os.path.join(FLAX_VENV, ".ready"), "w").close()
+  return py
+
+
+def _run_worker(name: str, args, python: str | None = None) -> dict:
+  cmd = [python or sys.executable, os.path.abspath(__file__), f"--worker={name}",
+         f"--model={args.model}", f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}",
+         f"--dtype={args.dtype}", f"--max_predictions={args.max_predictions}",
+         f"--steps={args.steps}", f"--warmup={args.warmup}", f"--remat={args.remat}"]
+  if args.unrolled:
+    cmd.append("--unrolled")
+  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
+             TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO if name != "hf_flax" else "")
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  if proc.returncode:
+    raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--model", default="base",
+                 choices=["tiny", "mini", "small", "medium", "base", "large"])
+  p.add_argument("--seq_len", type=int, default=128)
+  p.add_argument("--batch_size", type=int, default=8)
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--max_predictions", type=int, default=None,
+                 help="masked positions per sequence (default 20 at 128, 76 at 512)")
+  p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+  p.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1: compile)")
+  p.add_argument("--remat", default="none", choices=["none", "full", "save_dots"])
+  p.add_argument("--unrolled", action="store_true", help="our step without scan over layers")
+  p.add_argument("--peers", action="store_true", help="also run torch, hf_flax and plain_jax")
+  p.add_argument("--only", default="", help="comma-separated subset of ours,torch,hf_flax,"
+                 "plain_jax")
+  p.add_argument("--json", action="store_true")
+  p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  args = p.parse_args()
+  if args.max_predictions is None:
+    args.max_predictions = max(1, round(args.seq_len * 0.15)) if args.seq_len != 128 else 20
+    args.max_predictions = 76 if args.seq_len == 512 else args.max_predictions
+  if args.worker:
+    print(json.dumps(WORKERS[args.worker](args)))
+    return
+
+  names = ["ours"] + (["torch", "hf_flax", "plain_jax"] if args.peers else [])
+  if args.only:
+    names = args.only.split(",")
+  peak = _run_worker("peak", args)["peak_flops"]
+  results = {}
+  for name in names:
+    python = _ensure_flax_venv() if name == "hf_flax" else None
+    print(f"running {name}...", file=sys.stderr)
+    results[name] = _run_worker(name, args, python)
+  sys.path.insert(0, REPO)
+  from bert_jax.flops import flops_per_token
+  from bert_jax.models.config import PRESETS
+  fpt = flops_per_token(PRESETS[args.model].replace(vocab_size=30522), args.seq_len,
+                        args.max_predictions)
+  tokens = args.batch_size * args.seq_len
+  rows = {}
+  for name, r in results.items():
+    times = sorted(r["times"])
+    step_s = times[len(times) // 2]
+    rows[name] = {"step_time_s": step_s, "tokens_per_s": tokens / step_s,
+                  "seq_per_s": args.batch_size / step_s, "mfu": fpt * tokens / step_s / peak,
+                  "compile_s": r["compile_s"],
+                  "peak_mem_bytes": int((r["peak_rss_mb"] - r["base_rss_mb"]) * 2 ** 20)}
+  print(f"BERT-{args.model} seq {args.seq_len} batch {args.batch_size} {args.dtype}, "
+        f"{args.max_predictions} masked/seq; fp32 2048^3 matmul peak {peak / 1e9:.1f} GFLOP/s; "
+        f"{fpt / 1e9:.4g} GFLOP/token; median of {args.steps} steps after {args.warmup} warm-up")
+  print(f"{'':10s} {'step s':>8s} {'tok/s':>9s} {'seq/s':>8s} {'MFU':>6s} {'compile s':>9s} "
+        f"{'peak MB':>8s} {'ours/x':>7s}")
+  for name, r in rows.items():
+    ratio = rows["ours"]["tokens_per_s"] / r["tokens_per_s"] if "ours" in rows else float("nan")
+    print(f"{name:10s} {r['step_time_s']:8.3f} {r['tokens_per_s']:9.1f} {r['seq_per_s']:8.2f} "
+          f"{100 * r['mfu']:5.1f}% {r['compile_s']:9.1f} {r['peak_mem_bytes'] / 2 ** 20:8.0f} "
+          f"{ratio:7.2f}")
+  if args.json:
+    out = dict(rows.get("ours", next(iter(rows.values()))))
+    out.update(model=args.model, seq_len=args.seq_len, batch_size=args.batch_size,
+               dtype=args.dtype, peak_flops=peak, flops_per_token=fpt,
+               peers={k: v for k, v in rows.items() if k != "ours"},
+               ratios={k: rows["ours"]["tokens_per_s"] / v["tokens_per_s"]
+                       for k, v in rows.items() if k != "ours" and "ours" in rows})
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()
