@@ -58,6 +58,25 @@ class CheckpointSaveError(RuntimeError):
   pass
 
 
+def _root_cause(e: BaseException) -> str:
+  """The operating-system reason behind a (possibly wrapped, TensorStore) save failure."""
+  import re
+  chain, seen = [], set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  for err in chain:
+    if isinstance(err, OSError) and err.strerror:
+      return f"{err.strerror} (errno {err.errno})"
+    m = re.search(r"([A-Za-z][A-Za-z ,']+) \[os_error_code='(\d+)'\]", str(err))
+    if m:
+      return f"{m.group(1).strip()} (errno {m.group(2)})"
+  last = chain[-1]
+  text = str(last).splitlines()[0][:200] if str(last) else ""
+  return f"{type(last).__name__}: {text}"
+
+
 class Checkpointer:
   """Orbax CheckpointManager for (TrainState, data iterator) with corrupt-checkpoint fallback."""
 
@@ -81,7 +100,12 @@ class Checkpointer:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, data_iterator=None) -> None:
-    """Starts saving (async): returns once the state is copied off the accelerator."""
+    """Starts saving (async): returns once the state is copied off the accelerator.
+
+    Raises CheckpointSaveError for this save, or for the previous asynchronous one if that
+    failed in the background (e.g. the disk filled up).
+    """
+    self.wait()
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=DataIteratorArgs(data_iterator)), force=True)
@@ -97,10 +121,9 @@ class Checkpointer:
 
   def _save_error(self, step, e) -> str:
     what = f"step {step}" if step is not None else "an asynchronous save"
-    first = str(e).splitlines()[0][:300] if str(e) else ""
-    return (f"checkpoint save of {what} in {self.directory} failed ({type(e).__name__}: "
-            f"{first}); earlier checkpoints are intact; free disk space or fix the path, "
-            "then restart to resume")
+    return (f"checkpoint save of {what} in {self.directory} failed ({_root_cause(e)}); "
+            "earlier checkpoints are intact; free disk space or fix the path, then restart "
+            "to resume")
 
   def restore(self, abstract_state, data_iterator=None):
     """Restores the newest restorable checkpoint onto abstract_state's shardings.

@@ -8,7 +8,8 @@ auto-detected on Cloud TPU and SLURM; elsewhere pass --coordinator_address/--num
 --process_id). Restarting with the same --workdir resumes from the newest complete checkpoint.
 SIGTERM (preemption, `scancel`, Ctrl-C's TERM) saves a checkpoint at the next step boundary
 and exits with status 143. Start-up errors (bad config, flags, data) print one line and exit 2;
-a run stopped by a non-finite loss exits 3.
+a run stopped by a non-finite loss exits 3; one whose checkpoint could not be written (disk full)
+exits 4 with earlier checkpoints intact.
 
 Writes in WORKDIR: config.json (the resolved config), checkpoints/, metrics.jsonl (train and
 eval scalars, one JSON object per line), TensorBoard events (train/, eval/), profile/.
@@ -52,6 +53,7 @@ _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "TPU slices for --compile_on
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: the checkpoint is saved; relaunch to resume.
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
+EXIT_SAVE_FAILED = 4
 
 
 class UserError(Exception):
@@ -60,6 +62,10 @@ class UserError(Exception):
 
 class NonFiniteError(Exception):
   pass
+
+
+class SaveError(Exception):
+  """A checkpoint could not be written (disk full, permissions); earlier ones are intact."""
 
 
 class _Preemption:
@@ -291,13 +297,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
       raise NonFiniteError(f"{new} steps skipped for non-finite loss/gradients (more than "
                            f"train.max_skipped_steps={config.train.max_skipped_steps})")
 
-  def save(step):
+  def save(step, final=False):
+    """Checkpoint at `step`. A failed save stops the run (checkpoint.on_save_error=stop, and
+    always for the final save) or is logged and training continues (=continue)."""
     check_finite(int(jax.device_get(state.skipped_steps)), step)
     try:
       ckpt.save(step, state, train_iter)
+      if final:
+        ckpt.wait()
     except CheckpointSaveError as e:
-      if config.checkpoint.on_save_error == "stop":
-        raise UserError(str(e)) from None
+      if final or config.checkpoint.on_save_error == "stop":
+        raise SaveError(str(e)) from None
       logging.error("%s; training continues (checkpoint.on_save_error=continue)", e)
 
   pending: list = []  # metrics of steps since the last log (device arrays: no sync per step)
@@ -348,13 +358,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if preemption.reached(step):
         logging.warning("preemption/SIGTERM: saving a checkpoint at step %d and exiting", step)
         if ckpt.latest_step() != step:
-          save(step)
+          save(step, final=True)
         ckpt.wait()
         raise SystemExit(EXIT_PREEMPTED)
     if start_step < num_steps or not last_eval:
       run_eval(step)
     if ckpt.latest_step() != step:
-      save(step)
+      save(step, final=True)
     ckpt.wait()
   finally:
     if profiling:
@@ -404,6 +414,9 @@ def main(argv):
   except NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(EXIT_NONFINITE)
+  except SaveError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(EXIT_SAVE_FAILED)
 
 
 def _config_key_hint(argv, name: str) -> str:

@@ -1,0 +1,90 @@
+"""Faults: a crash mid-save, a corrupted checkpoint, a full disk. Nothing lost, errors clear."""
+
+import logging
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from bert_jax import train
+from helpers import tiny_config
+
+CKPT_EVERY_2 = {"train.num_steps": 4, "checkpoint.every_steps": 2, "train.log_every_steps": 2,
+                "eval.every_steps": 0}
+
+
+def _steps(workdir):
+  return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+def test_a_save_killed_midway_is_never_restored(tmp_path, caplog):
+  """What kill -9 during an async save leaves (an unfinished Orbax tmp directory) is ignored."""
+  train.train_and_evaluate(tiny_config(**CKPT_EVERY_2), str(tmp_path))
+  ckpts = tmp_path / "checkpoints"
+  partial = ckpts / "6.orbax-checkpoint-tmp"
+  shutil.copytree(ckpts / "4", partial)
+  for f in sorted(partial.rglob("*"))[-5:]:
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[:3])
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(tiny_config(**{**CKPT_EVERY_2, "train.num_steps": 6}),
+                             str(tmp_path))
+  assert "resumed from checkpoint at step 4" in caplog.text
+  assert _steps(tmp_path) == ["2", "4", "6"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog, damage):
+  train.train_and_evaluate(tiny_config(**CKPT_EVERY_2), str(tmp_path))
+  state_dir = tmp_path / "checkpoints" / "4" / "state"
+  biggest = max((f for f in state_dir.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+  if damage == "truncate":
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])
+  else:
+    biggest.unlink()
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(tiny_config(**{**CKPT_EVERY_2, "train.num_steps": 6}),
+                             str(tmp_path))
+  assert f"checkpoint {tmp_path / 'checkpoints' / '4'} is unreadable" in caplog.text
+  assert "resumed from checkpoint at step 2" in caplog.text
+  assert _steps(tmp_path) == ["2", "4", "4.corrupt-0", "6"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+  """A real 10 MB filesystem (tmpfs): room for one checkpoint of the test model, not two."""
+  mnt = tmp_path / "disk"
+  mnt.mkdir()
+  proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mnt)],
+                        capture_output=True, text=True)
+  if proc.returncode:
+    pytest.skip(f"cannot mount a tmpfs to fill up ({proc.stderr.strip()}); needs root")
+  yield mnt
+  subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("policy", ["stop", "continue"])
+def test_disk_full_during_a_save(tiny_disk, policy, caplog):
+  # Saves at 2 (fits), 4 (fails in the background), 6 (reports 4's failure: stop, or log and
+  # go on), 8 (the final save: always an error when it cannot be written).
+  config = tiny_config(**{"train.num_steps": 8, "checkpoint.every_steps": 2,
+                          "train.log_every_steps": 2, "eval.every_steps": 0,
+                          "checkpoint.max_to_keep": 3,
+                          "checkpoint.on_save_error": policy})
+  with pytest.raises(train.SaveError) as e, caplog.at_level(logging.ERROR):
+    train.train_and_evaluate(config, str(tiny_disk))
+  msg = str(e.value)
+  assert "\n" not in msg
+  assert "failed (" in msg and "No space left on device" in msg
+  assert "earlier checkpoints are intact; free disk space or fix the path" in msg
+  assert _steps(tiny_disk)[0] == "2"  # the first checkpoint survived
+  if policy == "continue":  # logged, trained on, and the final save failed loudly
+    assert "training continues (checkpoint.on_save_error=continue)" in caplog.text
+  # With more room, the same command resumes from the intact checkpoint and finishes.
+  subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, str(tiny_disk))
+  assert "resumed from checkpoint at step 2" in caplog.text
+  assert _steps(tiny_disk)[-1] == "8"
