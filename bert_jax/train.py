@@ -275,6 +275,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   def run_eval(step):
     nonlocal eval_batches, last_eval
+    logging.info("evaluating at step %d", step)
     if eval_batches is None:
       eval_batches = make_eval_batches()
     t = time.perf_counter()
@@ -301,6 +302,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Checkpoint at `step`. A failed save stops the run (checkpoint.on_save_error=stop, and
     always for the final save) or is logged and training continues (=continue)."""
     check_finite(int(jax.device_get(state.skipped_steps)), step)
+    logging.info("saving checkpoint at step %d%s", step, "" if final else " (async)")
     try:
       ckpt.save(step, state, train_iter)
       if final:

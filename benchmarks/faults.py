@@ -1,0 +1,163 @@
+r"""Fault campaign: kill -9 the trainer at random moments, restart, and check nothing is lost.
+
+  python benchmarks/faults.py [--kills=20] [--steps=240] [--work_dir=/tmp/bert_jax_faults]
+
+BERT-tiny on the bundled sample corpus (seq 64, batch 8; real TFDS data so the input position is
+part of what must survive), a checkpoint every 3 steps and an eval every 8. First an
+uninterrupted reference run. Then the campaign: start the same command, SIGKILL it at a random
+moment after it starts training (inside a step, during an async save, during eval: the last log
+line tells which), note the newest COMPLETE checkpoint on disk, restart, and check the restart
+says it resumed from exactly that step. Repeat until --kills kills, then let it finish. Finally
+compare the final parameters with the reference run's, bit for bit.
+Prints the number of kills, resumes, resume mismatches and parameter mismatches (all must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def _args(workdir, data_dir, steps):
+  return [sys.executable, "-m", "bert_jax.train", f"--config={REPO}/configs/tiny.py",
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+          "--config.data.seq_len=64", "--config.data.max_predictions_per_seq=10",
+          "--config.data.shuffle_buffer=200", "--config.train.batch_size=8",
+          f"--config.train.num_steps={steps}", "--config.train.log_every_steps=1",
+          "--config.checkpoint.every_steps=3", "--config.checkpoint.max_to_keep=2",
+          "--config.eval.every_steps=8", "--config.eval.batch_size=8",
+          "--config.eval.num_batches=4", "--config.optimizer.warmup_steps=10",
+          "--config.train.peak_tflops_per_device=1"]
+
+
+def _env():
+  return dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+
+
+def _complete_steps(workdir) -> list[int]:
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def _phase(line: str) -> str:
+  """What the trainer was doing, from its last log line."""
+  if "evaluating at step" in line:
+    return "eval"
+  if "saving checkpoint at step" in line:
+    return "async save"
+  if re.search(r"step \d+/\d+", line):
+    return "train step"
+  return "start-up"
+
+
+def _final_params(workdir, step_limit):
+  import jax
+  import numpy as np
+  from bert_jax import input_pipeline, sharding, train_lib
+  from bert_jax.checkpointing import Checkpointer
+  from ml_collections import config_flags  # noqa: F401
+  from configs import tiny
+  c = tiny.get_config()
+  c.data.seq_len, c.data.max_predictions_per_seq, c.train.batch_size = 64, 10, 8
+  c.train.num_steps = step_limit
+  vocab = input_pipeline.dataset_info(os.path.join(os.path.dirname(workdir), "data"))["vocab_size"]
+  setup = train_lib.build(c, sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1]), vocab)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  state, step = ckpt.restore(setup.abstract_state)
+  ckpt.close()
+  return step, [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--kills", type=int, default=20)
+  p.add_argument("--steps", type=int, default=240)
+  p.add_argument("--work_dir", default="/tmp/bert_jax_faults")
+  p.add_argument("--seed", type=int, default=0)
+  args = p.parse_args()
+  rng = random.Random(args.seed)
+  shutil.rmtree(args.work_dir, ignore_errors=True)
+  os.makedirs(args.work_dir)
+  from bert_jax import prepare, vocab
+  from bert_jax.data import SAMPLE_CORPUS
+  vocab_path = vocab.train_vocab(str(SAMPLE_CORPUS), os.path.join(args.work_dir, "vocab"),
+                                 vocab_size=2000, kind="wordpiece", lower_case=True)
+  data_dir = os.path.join(args.work_dir, "data")
+  prepare.prepare(input=str(SAMPLE_CORPUS), vocab=vocab_path, data_dir=data_dir,
+                  max_seq_length=64, max_predictions_per_seq=10, validation_fraction=0.1)
+
+  ref = os.path.join(args.work_dir, "reference")
+  t = time.time()
+  subprocess.run(_args(ref, data_dir, args.steps), cwd=REPO, env=_env(), check=True,
+                 capture_output=True)
+  print(f"reference run: {args.steps} steps in {time.time() - t:.0f}s", flush=True)
+
+  run = os.path.join(args.work_dir, "campaign")
+  kills, resumes, mismatches = 0, 0, 0
+  phases = collections.Counter()
+  expected_resume = None
+  while True:
+    proc = subprocess.Popen(_args(run, data_dir, args.steps), cwd=REPO, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    if kills < args.kills:
+      while proc.poll() is None and not any(re.search(r"step \d+/\d+", ln) for ln in lines):
+        time.sleep(0.05)  # wait until it trains, then kill somewhere in the next few seconds
+      time.sleep(rng.uniform(0.0, 4.0))
+      if proc.poll() is None:
+        phases[_phase(lines[-1]) if lines else "start-up"] += 1
+        proc.kill()  # SIGKILL: no handler, no cleanup
+    reader.join()
+    proc.wait()
+    out = "".join(lines)
+    if expected_resume is not None:
+      m = re.search(r"resumed from checkpoint at step (\d+)", out)
+      got = int(m.group(1)) if m else None
+      if got == expected_resume:
+        resumes += 1
+      else:
+        mismatches += 1
+        print(f"  resume mismatch: expected step {expected_resume}, log says {got}", flush=True)
+    if proc.returncode == 0:
+      break
+    if proc.returncode != -9:
+      print(out[-3000:])
+      sys.exit(f"trainer failed with status {proc.returncode}")
+    kills += 1
+    done = _complete_steps(run)
+    expected_resume = done[-1] if done else None
+    print(f"kill {kills}: newest complete checkpoint {expected_resume} (killed during "
+          f"{_phase(lines[-1]) if lines else 'start-up'}: {lines[-1].strip()[-90:] if lines else ''})",
+          flush=True)
+    if expected_resume is None:  # killed before the first checkpoint: a fresh start
+      shutil.rmtree(run, ignore_errors=True)
+
+  ref_step, ref_params = _final_params(ref, args.steps)
+  run_step, run_params = _final_params(run, args.steps)
+  import numpy as np
+  param_mismatches = sum(not np.array_equal(a, b) for a, b in zip(ref_params, run_params))
+  print()
+  print(f"kills: {kills}  ({', '.join(f'{k}: {v}' for k, v in sorted(phases.items()))})")
+  print(f"resumes from the newest complete checkpoint: {resumes}, mismatches: {mismatches}")
+  print(f"final step {run_step} vs reference {ref_step}; parameter arrays differing from the "
+        f"uninterrupted run: {param_mismatches} of {len(ref_params)}")
+  ok = mismatches == 0 and param_mismatches == 0 and run_step == ref_step
+  print("PASS" if ok else "FAIL")
+  sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+  main()
