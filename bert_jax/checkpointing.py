@@ -58,6 +58,35 @@ class CheckpointSaveError(RuntimeError):
   pass
 
 
+class CheckpointMismatchError(ValueError):
+  """The checkpoint holds a different model or optimizer than the config builds."""
+
+
+def _key_name(k) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _shapes(tree, is_leaf=None) -> dict[str, tuple]:
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+  return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def first_mismatch(saved_metadata, abstract_state) -> str | None:
+  """Where a saved state's tree (Orbax metadata) differs from the state a config builds."""
+  saved = _shapes(saved_metadata, is_leaf=lambda x: hasattr(x, "shape"))
+  wanted = _shapes(abstract_state)
+  for path in sorted(wanted):
+    if path not in saved:
+      return f"it has no {path} (this config's model/optimizer does)"
+    if saved[path] != wanted[path]:
+      return f"{path} has shape {list(saved[path])} but this config needs {list(wanted[path])}"
+  extra = sorted(set(saved) - set(wanted))
+  return f"it has {extra[0]}, which this config's model/optimizer does not" if extra else None
+
+
 def _root_cause(e: BaseException) -> str:
   """The operating-system reason behind a (possibly wrapped, TensorStore) save failure."""
   import re
@@ -131,13 +160,23 @@ class Checkpointer:
     Returns (state, step), or (None, None) when there is no checkpoint.
     """
     for step in reversed(self.all_steps()):
+      path = self.directory / str(step)
+      try:
+        saved = self.manager.item_metadata(step)["state"]
+      except Exception as e:  # noqa: BLE001 - unreadable metadata: a damaged checkpoint
+        saved = e
+      if not isinstance(saved, Exception) and saved is not None:
+        mismatch = first_mismatch(saved, abstract_state)
+        if mismatch:  # never treat a config mistake as corruption: leave it untouched
+          raise CheckpointMismatchError(
+              f"{path}: {mismatch}; resume with the config this run was started with (see "
+              f"{self.directory.parent / 'config.json'}) or use a new --workdir")
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             data=DataIteratorArgs(data_iterator)))
         return restored["state"], step
       except Exception as e:  # noqa: BLE001 - any failure: fall back to the previous one
-        path = self.directory / str(step)
         log.warning("checkpoint %s is unreadable (%s: %s); skipping it and restoring the "
                     "previous one", path, type(e).__name__, str(e).splitlines()[0][:200]
                     if str(e) else "")

@@ -31,7 +31,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from bert_jax import distributed, sharding, train_lib
-from bert_jax.checkpointing import Checkpointer, CheckpointSaveError
+from bert_jax.checkpointing import Checkpointer, CheckpointMismatchError, CheckpointSaveError
 from bert_jax.train_step import eval_summary
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
@@ -229,7 +229,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   lead = jax.process_index() == 0
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
   # Mesh, data, model, optimizer, sharded step functions.
   try:
@@ -252,13 +251,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_iter = make_train_iterator()
   ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.checkpoint.max_to_keep,
                       async_save=config.checkpoint.async_save)
-  state, restored_step = ckpt.restore(setup.abstract_state, train_iter)
+  try:
+    state, restored_step = ckpt.restore(setup.abstract_state, train_iter)
+  except CheckpointMismatchError as e:
+    ckpt.close()
+    raise UserError(str(e)) from None
   if state is not None:
     logging.info("resumed from checkpoint at step %d", restored_step)
   elif config.init_from:
     state = _warm_start(setup, config.init_from, config.train.seed)
   else:
     state = setup.init_state(jax.random.key(config.train.seed))
+  if lead:  # the resolved config, once it is known to fit the workdir's checkpoints
+    tmp = workdir / "config.json.tmp"
+    tmp.write_text(config.to_json_best_effort(indent=2) + "\n")
+    tmp.rename(workdir / "config.json")
   start_step = int(jax.device_get(state.step))
   skipped_at_start = int(jax.device_get(state.skipped_steps))
   num_steps = config.train.num_steps

@@ -88,3 +88,19 @@ def test_disk_full_during_a_save(tiny_disk, policy, caplog):
     train.train_and_evaluate(config, str(tiny_disk))
   assert "resumed from checkpoint at step 2" in caplog.text
   assert _steps(tiny_disk)[-1] == "8"
+
+
+def test_resuming_with_another_model_size_is_an_error_not_corruption(tmp_path):
+  train.train_and_evaluate(tiny_config(**CKPT_EVERY_2), str(tmp_path))
+  before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  config_before = (tmp_path / "config.json").read_text()
+  with pytest.raises(train.UserError) as e:
+    train.train_and_evaluate(tiny_config(**{**CKPT_EVERY_2, "model.preset": "mini"}),
+                             str(tmp_path))
+  msg = str(e.value)
+  assert msg.startswith(f"{tmp_path / 'checkpoints' / '4'}: ")
+  assert "has shape [128] but this config needs [256]" in msg
+  assert msg.endswith(f"resume with the config this run was started with (see "
+                      f"{tmp_path / 'config.json'}) or use a new --workdir")
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # untouched
+  assert (tmp_path / "config.json").read_text() == config_before
