@@ -265,7 +265,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if lead:  # the resolved config, once it is known to fit the workdir's checkpoints
     tmp = workdir / "config.json.tmp"
     tmp.write_text(config.to_json_best_effort(indent=2) + "\n")
-    tmp.rename(workdir / "config.json")
+    tmp.replace(workdir / "config.json")
   start_step = int(jax.device_get(state.step))
   skipped_at_start = int(jax.device_get(state.skipped_steps))
   num_steps = config.train.num_steps
