@@ -92,9 +92,11 @@ def read_records(path: str, fmt: str = "") -> list[dict]:
 
 
 def _column(row: dict, key: str, path: str, flag: str, n: int):
+  """row[key], or a DataError naming the file, the flag and the columns there are."""
   if key not in row:
-    raise DataError(f"{path}: no column {key!r} (--config.data.{flag}); the columns are: "
-                    f"{', '.join(map(str, row))}")
+    where = f" (example {n})" if n else ""
+    raise DataError(f"{path}: no column {key!r}{where} (--config.data.{flag}); the columns "
+                    f"are: {', '.join(map(str, row))}")
   return row[key]
 
 
@@ -188,7 +190,8 @@ def read_glue_tfds(name: str, split: str, data_dir: str) -> tuple[list[dict], li
   task = name.split("/")[-1].split(":")[0]
   task = "mnli" if task.startswith("mnli") else task
   if task not in GLUE_TEXT_KEYS:
-    raise DataError(f"--config.data.tfds_name={name}: not a GLUE task ({', '.join(GLUE_TEXT_KEYS)})")
+    raise DataError(f"--config.data.tfds_name={name}: not a GLUE task "
+                    f"({', '.join(GLUE_TEXT_KEYS)})")
   rows, features = tfds_examples(name, split, data_dir)
   a, b = GLUE_TEXT_KEYS[task]
   names = None if task == "stsb" else list(features["label"].names)

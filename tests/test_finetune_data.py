@@ -119,3 +119,48 @@ def test_featurize_tagging_labels_first_subtoken(tokenizer):
   predicted = np.array([0, 0, 1, 2, 0])
   assert fd.word_predictions(predicted, f["word_index"][1], 3, ["O", "B-X", "I-X"]) == [
       "O", "B-X", "O"]  # the cut word is predicted O
+
+
+def test_tfds_dataset_not_prepared(tmp_path):
+  with pytest.raises(fd.DataError) as e:
+    fd.tfds_examples("glue/sst2", "train", str(tmp_path))
+  assert str(e.value) == (f"--config.data.tfds_name=glue/sst2 is not prepared in {tmp_path}: run "
+                          "`tfds build glue/sst2 --data_dir=DIR` where there is network, or use "
+                          "local files (--config.data.train_file=...)")
+
+
+class _Names:
+  def __init__(self, names):
+    self.names = names
+    self.feature = self
+
+
+def test_tfds_rows_become_examples(monkeypatch):
+  """The TFDS readers' mapping of GLUE / CoNLL-2003 / SQuAD rows (as tfds.as_numpy gives them)."""
+  from bert_jax import squad
+  rows = {
+      "glue/mrpc": ([{"sentence1": b"a b", "sentence2": b"c", "label": 1, "idx": 3},
+                     {"sentence1": b"d", "sentence2": b"e", "label": -1, "idx": 4}],
+                    {"label": _Names(["not_equivalent", "equivalent"])}),
+      "glue/stsb": ([{"sentence1": b"a", "sentence2": b"b", "label": 3.5, "idx": 0}], {}),
+      "conll2003": ([{"tokens": [b"EU", b"rejects"], "ner": [3, 0]}],
+                    {"ner": _Names(["O", "B-PER", "I-PER", "B-ORG"])}),
+      "squad/v2.0": ([{"id": b"q1", "question": b"who?", "context": b"Ann ran.",
+                       "answers": {"text": [b"Ann"], "answer_start": [0]}, "is_impossible": False},
+                      {"id": b"q2", "question": b"why?", "context": b"Ann ran.",
+                       "answers": {"text": [], "answer_start": []}, "is_impossible": True}], {}),
+  }
+  monkeypatch.setattr(fd, "tfds_examples", lambda name, split, data_dir: rows[name])
+  examples, names = fd.read_glue_tfds("glue/mrpc", "train", "")
+  assert names == ["not_equivalent", "equivalent"]
+  assert examples == [{"text_a": "a b", "text_b": "c", "label": "equivalent", "index": 3},
+                      {"text_a": "d", "text_b": "e", "label": None, "index": 4}]
+  examples, names = fd.read_glue_tfds("glue/stsb", "train", "")
+  assert names is None and examples[0]["label"] == "3.5"
+  assert fd.read_conll2003_tfds("train", "") == (
+      [{"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}], ["O", "B-PER", "I-PER", "B-ORG"])
+  assert squad.read_squad_tfds("squad/v2.0", "validation", "") == [
+      squad.SquadExample("q1", "who?", "Ann ran.", [("Ann", 0)], False),
+      squad.SquadExample("q2", "why?", "Ann ran.", [], True)]
+  with pytest.raises(fd.DataError, match=r"glue/imdb: not a GLUE task"):
+    fd.read_glue_tfds("glue/imdb", "train", "")
