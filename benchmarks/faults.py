@@ -50,14 +50,17 @@ def _complete_steps(workdir) -> list[int]:
   return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
 
 
-def _phase(line: str) -> str:
-  """What the trainer was doing, from its last log line."""
-  if "evaluating at step" in line:
-    return "eval"
-  if "saving checkpoint at step" in line:
-    return "async save"
-  if re.search(r"step \d+/\d+", line):
-    return "train step"
+def _phase(lines: list[str]) -> str:
+  """What the trainer was doing when killed, from its most recent marker line."""
+  for line in reversed(lines):
+    if "evaluating at step" in line:
+      return "eval"
+    if "saving checkpoint at step" in line:
+      return "training during an async save"
+    if re.search(r"step \d+/\d+", line) or "eval step" in line:
+      return "train step"
+    if "resumed from checkpoint" in line:
+      return "start-up"
   return "start-up"
 
 
@@ -114,11 +117,15 @@ def main():
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     if kills < args.kills:
-      while proc.poll() is None and not any(re.search(r"step \d+/\d+", ln) for ln in lines):
-        time.sleep(0.05)  # wait until it trains, then kill somewhere in the next few seconds
-      time.sleep(rng.uniform(0.0, 4.0))
+      if kills % 3 == 2:  # every third time, first let it get past its last checkpoint
+        while proc.poll() is None and (_complete_steps(run) or [0])[-1] <= (expected_resume or 0):
+          time.sleep(0.05)
+      else:  # otherwise any time after it starts training
+        while proc.poll() is None and not any(re.search(r"step \d+/\d+", ln) for ln in lines):
+          time.sleep(0.05)
+      time.sleep(rng.uniform(0.0, 10.0))
       if proc.poll() is None:
-        phases[_phase(lines[-1]) if lines else "start-up"] += 1
+        phases[_phase(lines)] += 1
         proc.kill()  # SIGKILL: no handler, no cleanup
     reader.join()
     proc.wait()
@@ -139,8 +146,7 @@ def main():
     kills += 1
     done = _complete_steps(run)
     expected_resume = done[-1] if done else None
-    print(f"kill {kills}: newest complete checkpoint {expected_resume} (killed during "
-          f"{_phase(lines[-1]) if lines else 'start-up'}: {lines[-1].strip()[-90:] if lines else ''})",
+    print(f"kill {kills}: during {_phase(lines)}; newest complete checkpoint {expected_resume}",
           flush=True)
     if expected_resume is None:  # killed before the first checkpoint: a fresh start
       shutil.rmtree(run, ignore_errors=True)

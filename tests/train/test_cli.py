@@ -57,3 +57,14 @@ def test_vocab_size_must_match_the_dataset(sample_data, tmp_path):
   proc = run_cli([f"--workdir={tmp_path}", TINY, f"--config.data.data_dir={data_dir}"])
   assert (f"error: --config.data.seq_len=128 but the dataset in {data_dir} was prepared with "
           "max_seq_length=64; set seq_len to match or prepare another dataset") in proc.stderr
+
+
+@pytest.mark.slow
+def test_wrong_dataset_version(sample_data, tmp_path):
+  _, data_dir = sample_data
+  proc = run_cli([f"--workdir={tmp_path / 'w'}", TINY, f"--config.data.data_dir={data_dir}",
+                  "--config.data.seq_len=64", "--config.data.dataset=bert_pretraining:2.0.0"])
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: no prepared dataset bert_pretraining:2.0.0 in {data_dir}: run python -m "
+      f"bert_jax.prepare --data_dir={data_dir} first")
+  assert proc.returncode == 2 and os.listdir(tmp_path / "w") == []
