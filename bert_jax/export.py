@@ -200,7 +200,8 @@ def model_card(config, bcfg: BertConfig, workdir, step: int, fmt: str, dtype: st
   scalars = {k: v for k, v in metrics.items() if k not in ("kind", "step")}
   if scalars:
     lines += ["| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) and not v.is_integer() else
+              f"| {k} | {v:g} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in scalars.items()]
   else:
     lines.append("none logged at or before this step")

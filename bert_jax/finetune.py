@@ -34,7 +34,8 @@ from ml_collections import config_flags
 
 from bert_jax import checkpointing, finetune_lib, sharding, train_lib
 from bert_jax.finetune_data import DataError
-from bert_jax.finetune_tasks import INPUTS, TASKS, create_task
+from bert_jax.finetune_lib import INPUTS
+from bert_jax.finetune_tasks import TASKS, create_task
 from bert_jax.models.bert import create_model
 from bert_jax.models.config import PRESETS
 

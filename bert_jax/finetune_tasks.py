@@ -23,7 +23,6 @@ from bert_jax import squad
 from bert_jax.finetune_data import DataError, Split
 
 log = logging.getLogger("bert_jax")
-INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 TASKS = ("classification", "regression", "token_classification", "question_answering")
 
 
