@@ -173,15 +173,22 @@ class Checkpointer:
               f"{self.directory.parent / 'config.json'}) or use a new --workdir")
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=DataIteratorArgs(data_iterator)))
+            state=ocp.args.StandardRestore(abstract_state)))
+        if data_iterator is not None:  # outside Orbax, so our exception types survive
+          data_iterator.restore(str(path / "data"))
         return restored["state"], step
+      except ValueError as e:
+        if type(e).__name__ == "InputStateMismatch":  # other data or settings: not corruption
+          raise CheckpointMismatchError(str(e)) from None
+        self._corrupt(step, path, e)
       except Exception as e:  # noqa: BLE001 - any failure: fall back to the previous one
-        log.warning("checkpoint %s is unreadable (%s: %s); skipping it and restoring the "
-                    "previous one", path, type(e).__name__, str(e).splitlines()[0][:200]
-                    if str(e) else "")
-        self._quarantine(step)
+        self._corrupt(step, path, e)
     return None, None
+
+  def _corrupt(self, step, path, e) -> None:
+    log.warning("checkpoint %s is unreadable (%s: %s); skipping it and restoring the previous "
+                "one", path, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+    self._quarantine(step)
 
   def _quarantine(self, step: int) -> None:
     """Moves a bad step directory aside so it is neither restored nor blocks a new save."""

@@ -298,9 +298,31 @@ class TrainIterator:
     if saved != self._params:
       differ = sorted(k for k in set(saved) | set(self._params)
                       if saved.get(k) != self._params.get(k))
-      raise ValueError(f"input pipeline state in {directory} was saved with other arguments "
-                       f"({', '.join(differ)}); build the iterator with the same ones")
+      if "dataset_fingerprint" in differ:
+        raise InputStateMismatch(
+            f"input pipeline state in {directory} belongs to a different build of the dataset in "
+            f"{self._params['path']} (re-prepared since?); resume with the data it was trained "
+            "on, or start a new --workdir")
+      raise InputStateMismatch(f"input pipeline state in {directory} was saved with other "
+                               f"arguments ({', '.join(differ)}); build the iterator with the "
+                               "same ones")
     self._checkpoint.read(prefix).assert_consumed()
+
+
+class InputStateMismatch(ValueError):
+  """A saved input position that does not belong to this iterator (other data or settings)."""
+
+
+def dataset_fingerprint(info: dict) -> str:
+  """Identifies one build of a dataset: its metadata and every split's shard sizes in bytes
+  and examples. A saved input position (file offsets) is only valid for the same build."""
+  import hashlib
+  path = epath.Path(info["path"])
+  splits = json.loads((path / "dataset_info.json").read_text()).get("splits", [])
+  parts = [(path / "metadata.json").read_text(),
+           json.dumps([(sp.get("name"), sp.get("shardLengths"), sp.get("numBytes"))
+                       for sp in splits], sort_keys=True)]
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def train_iterator(data_dir: str, dataset: str | None = None, *, batch_size: int, seq_len: int,
@@ -337,7 +359,7 @@ def train_iterator(data_dir: str, dataset: str | None = None, *, batch_size: int
             "max_predictions_per_seq": max_predictions_per_seq, "seed": seed,
             "process_index": process_index, "process_count": process_count,
             "masked_lm_prob": masked_lm_prob, "whole_word_masking": wwm,
-            "shuffle_buffer": shuffle_buffer}
+            "shuffle_buffer": shuffle_buffer, "dataset_fingerprint": dataset_fingerprint(info)}
   return TrainIterator(ds, params, process_index)
 
 

@@ -104,3 +104,26 @@ def test_resuming_with_another_model_size_is_an_error_not_corruption(tmp_path):
                       f"{tmp_path / 'config.json'}) or use a new --workdir")
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # untouched
   assert (tmp_path / "config.json").read_text() == config_before
+
+
+@pytest.mark.slow
+def test_resuming_after_the_dataset_was_re_prepared_is_a_clear_error(tmp_path):
+  """Saved input positions are file offsets into one build of the dataset: another build
+  (re-prepared with other settings) must be refused, and the checkpoints left alone."""
+  from bert_jax import prepare, vocab
+  from bert_jax.data import SAMPLE_CORPUS
+  vocab_path = vocab.train_vocab(str(SAMPLE_CORPUS), str(tmp_path / "vocab"), vocab_size=2000,
+                                 kind="wordpiece", lower_case=True)
+  data = str(tmp_path / "data")
+  build = dict(input=str(SAMPLE_CORPUS), vocab=vocab_path, data_dir=data, max_seq_length=64,
+               max_predictions_per_seq=10)
+  prepare.prepare(**build, validation_fraction=0.1)
+  work = tmp_path / "w"
+  train.train_and_evaluate(tiny_config(data, **CKPT_EVERY_2), str(work))
+  prepare.prepare(**build, validation_fraction=0.2, overwrite=True)
+  with pytest.raises(train.UserError, match=r"input pipeline state in .*/checkpoints/4/data "
+                     r"belongs to a different build of the dataset in .* \(re-prepared since\?\); "
+                     r"resume with the data it was trained on, or start a new --workdir"):
+    train.train_and_evaluate(tiny_config(data, **{**CKPT_EVERY_2, "train.num_steps": 6}),
+                             str(work))
+  assert _steps(work) == ["2", "4"]
