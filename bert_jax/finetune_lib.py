@@ -27,10 +27,10 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from bert_jax import optim, sharding
+from bert_jax import optim, sharding, train_lib
 from bert_jax.models.bert import create_model
 from bert_jax.models.config import BertConfig
-from bert_jax.train_step import TrainState
+from bert_jax.train_step import TrainState, apply_gradients
 
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -80,15 +80,7 @@ def make_train_step(task: str, graphdef: nnx.GraphDef, tx: optax.GradientTransfo
       return total / jnp.maximum(weight, 1e-6)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = state.replace(
-        step=state.step + 1, params=keep(new_params, state.params),
-        opt_state=keep(new_opt_state, state.opt_state),
-        skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32))
+    new_state, grad_norm, finite = apply_gradients(state, grads, loss, tx)
     return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite,
                        "learning_rate": schedule(state.step - state.skipped_steps)}
 
@@ -124,52 +116,28 @@ class FinetuneSetup:
 
 def build(task: str, bcfg: BertConfig, head_kwargs: dict, optimizer_cfg, num_steps: int,
           mesh: Mesh) -> FinetuneSetup:
+  """The sharded state layout and jitted steps for `task` (train_lib.state_layout: the same
+  placement as pretraining)."""
   model_task = "classification" if task == "regression" else task
   tx, schedule = optim.create_optimizer(optimizer_cfg, num_steps)
-  abstract_model = nnx.eval_shape(lambda: create_model(bcfg, model_task, **head_kwargs))
-  graphdef, abstract_params = nnx.split(abstract_model)
-  names = sharding.param_logical_names(nnx.state(abstract_model, nnx.Param))
-  param_sh = sharding.param_shardings(names, nnx.to_pure_dict(abstract_params), mesh)
-  repl = sharding.replicated(mesh)
-
-  def fresh_state(params) -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jnp.zeros((2,), jnp.uint32), skipped_steps=jnp.zeros((), jnp.int32))
-
-  abstract = jax.eval_shape(fresh_state, nnx.to_pure_dict(abstract_params))
-  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_sh,
-                                 transform_non_params=lambda _: repl)
-  state_sh = TrainState(step=repl, params=param_sh, opt_state=opt_sh, rng=repl,
-                        skipped_steps=repl)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract, state_sh)
-  batch_sh = sharding.batch_sharding(mesh)
-
-  def with_mesh(fn):
-    def wrapped(*args):
-      with sharding.activation_sharding(mesh):
-        return fn(*args)
-    return wrapped
-
+  layout = train_lib.state_layout(
+      nnx.eval_shape(lambda: create_model(bcfg, model_task, **head_kwargs)), tx, mesh)
+  state_sh, repl = layout.state_shardings, sharding.replicated(mesh)
   return FinetuneSetup(
-      bert_config=bcfg, mesh=mesh, graphdef=graphdef, tx=tx, schedule=schedule,
-      abstract_state=abstract, state_shardings=state_sh, batch_sharding=batch_sh,
-      init_opt_state=jax.jit(tx.init, out_shardings=opt_sh),
-      train_step=jax.jit(with_mesh(make_train_step(task, graphdef, tx, schedule)),
-                         in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
-                         donate_argnums=0),
-      predict_step=jax.jit(with_mesh(make_predict_step(task, graphdef)),
-                           in_shardings=(param_sh, batch_sh), out_shardings=repl),
-      gather_params=jax.jit(lambda p: p, in_shardings=(param_sh,), out_shardings=repl),
+      bert_config=bcfg, mesh=mesh, graphdef=layout.graphdef, tx=tx, schedule=schedule,
+      abstract_state=layout.abstract_state, state_shardings=state_sh,
+      batch_sharding=layout.batch_sharding, init_opt_state=layout.init_opt_state,
+      train_step=jax.jit(sharding.under_mesh(make_train_step(task, layout.graphdef, tx,
+                                                             schedule), mesh),
+                         in_shardings=(state_sh, layout.batch_sharding),
+                         out_shardings=(state_sh, repl), donate_argnums=0),
+      predict_step=jax.jit(sharding.under_mesh(make_predict_step(task, layout.graphdef), mesh),
+                           in_shardings=(state_sh.params, layout.batch_sharding),
+                           out_shardings=repl),
+      gather_params=jax.jit(lambda p: p, in_shardings=(state_sh.params,), out_shardings=repl),
   )
 
 
 def initial_state(setup: FinetuneSetup, params: dict, seed: int) -> TrainState:
   """Step 0 around the initial parameters (placed by their shardings), a fresh optimizer."""
-  params = jax.device_put(params, setup.state_shardings.params)
-  repl = sharding.replicated(setup.mesh)
-  return TrainState(
-      step=jax.device_put(jnp.zeros((), jnp.int32), repl), params=params,
-      opt_state=setup.init_opt_state(params),
-      rng=jax.device_put(jax.random.key_data(jax.random.key(seed)), repl),
-      skipped_steps=jax.device_put(jnp.zeros((), jnp.int32), repl))
+  return train_lib.state_from_params(setup, params, seed)

@@ -94,6 +94,14 @@ def activation_sharding(mesh: Mesh | None):
     _ACTIVE_MESH.reset(token)
 
 
+def under_mesh(fn, mesh: Mesh):
+  """fn, traced with activation constraints pinned to `mesh` (wrap before jax.jit)."""
+  def wrapped(*args):
+    with activation_sharding(mesh):
+      return fn(*args)
+  return wrapped
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   """Sharding constraint by logical names; a no-op outside `activation_sharding`."""
   mesh = _ACTIVE_MESH.get()

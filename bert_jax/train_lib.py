@@ -21,7 +21,7 @@ from bert_jax import flops as flops_lib
 from bert_jax import optim, sharding
 from bert_jax.models.bert import BertForPreTraining
 from bert_jax.models.config import PRESETS, BertConfig
-from bert_jax.train_step import TrainState, make_eval_step, make_train_step
+from bert_jax.train_step import TrainState, make_eval_step, make_train_step, new_train_state
 
 
 class ConfigError(ValueError):
@@ -118,66 +118,80 @@ class TrainSetup:
   flops_per_token: float
 
 
-def build(config, mesh: Mesh, vocab_size: int) -> TrainSetup:
-  bcfg = bert_config(config, vocab_size)
-  tx, schedule = optim.create_optimizer(config.optimizer, config.train.num_steps)
-  abstract_model = nnx.eval_shape(lambda: BertForPreTraining(bcfg, rngs=nnx.Rngs(params=0)))
+@dataclasses.dataclass
+class StateLayout:
+  """Where every piece of a TrainState lives on the mesh, and its abstract shapes."""
+  graphdef: nnx.GraphDef
+  abstract_state: TrainState  # ShapeDtypeStructs carrying their shardings
+  state_shardings: TrainState
+  batch_sharding: NamedSharding
+  init_opt_state: Callable  # jitted (params) -> opt_state, sharded
+
+
+def state_layout(abstract_model: nnx.Module, tx: optax.GradientTransformation,
+                 mesh: Mesh) -> StateLayout:
+  """Parameters placed by their logical axis names, optimizer state like its parameters,
+  step / RNG replicated, batches over data × fsdp (pretraining and fine-tuning alike)."""
   graphdef, abstract_params = nnx.split(abstract_model)
   names = sharding.param_logical_names(nnx.state(abstract_model, nnx.Param))
-  shapes = nnx.to_pure_dict(abstract_params)
-  param_sh = sharding.param_shardings(names, shapes, mesh)
+  param_sh = sharding.param_shardings(names, nnx.to_pure_dict(abstract_params), mesh)
   repl = sharding.replicated(mesh)
-
-  def init_state(key) -> TrainState:
-    params_key, dropout_key = jax.random.split(key)
-    model = BertForPreTraining(bcfg, rngs=nnx.Rngs(params=params_key))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.key_data(dropout_key),
-                      skipped_steps=jnp.zeros((), jnp.int32))
-
-  abstract = jax.eval_shape(init_state, jax.random.key(0))
+  abstract = jax.eval_shape(lambda p: new_train_state(p, tx, jnp.zeros((2,), jnp.uint32)),
+                            nnx.to_pure_dict(abstract_params))
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_sh,
                                  transform_non_params=lambda _: repl)
   state_sh = TrainState(step=repl, params=param_sh, opt_state=opt_sh, rng=repl,
                         skipped_steps=repl)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, state_sh)
-  batch_sh = sharding.batch_sharding(mesh)
+  return StateLayout(graphdef=graphdef, abstract_state=abstract, state_shardings=state_sh,
+                     batch_sharding=sharding.batch_sharding(mesh),
+                     init_opt_state=jax.jit(tx.init, out_shardings=opt_sh))
 
-  def with_mesh(fn):
-    def wrapped(*args):
-      with sharding.activation_sharding(mesh):
-        return fn(*args)
-    return wrapped
 
-  train_step = make_train_step(graphdef, tx, schedule,
+def build(config, mesh: Mesh, vocab_size: int) -> TrainSetup:
+  bcfg = bert_config(config, vocab_size)
+  tx, schedule = optim.create_optimizer(config.optimizer, config.train.num_steps)
+  layout = state_layout(
+      nnx.eval_shape(lambda: BertForPreTraining(bcfg, rngs=nnx.Rngs(params=0))), tx, mesh)
+  state_sh, repl = layout.state_shardings, sharding.replicated(mesh)
+
+  def init_state(key) -> TrainState:
+    params_key, dropout_key = jax.random.split(key)
+    model = BertForPreTraining(bcfg, rngs=nnx.Rngs(params=params_key))
+    return new_train_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), tx,
+                           jax.random.key_data(dropout_key))
+
+  train_step = make_train_step(layout.graphdef, tx, schedule,
                                grad_accum_steps=config.train.grad_accum_steps)
-  eval_step = make_eval_step(graphdef)
   return TrainSetup(
-      bert_config=bcfg, mesh=mesh, graphdef=graphdef, tx=tx, schedule=schedule,
-      abstract_state=abstract, state_shardings=state_sh, batch_sharding=batch_sh,
+      bert_config=bcfg, mesh=mesh, graphdef=layout.graphdef, tx=tx, schedule=schedule,
+      abstract_state=layout.abstract_state, state_shardings=state_sh,
+      batch_sharding=layout.batch_sharding,
       init_state=jax.jit(init_state, out_shardings=state_sh),
-      init_opt_state=jax.jit(tx.init, out_shardings=opt_sh),
-      train_step=jax.jit(with_mesh(train_step), in_shardings=(state_sh, batch_sh),
+      init_opt_state=layout.init_opt_state,
+      train_step=jax.jit(sharding.under_mesh(train_step, mesh),
+                         in_shardings=(state_sh, layout.batch_sharding),
                          out_shardings=(state_sh, repl), donate_argnums=0),
-      eval_step=jax.jit(with_mesh(eval_step), in_shardings=(param_sh, batch_sh),
+      eval_step=jax.jit(sharding.under_mesh(make_eval_step(layout.graphdef), mesh),
+                        in_shardings=(state_sh.params, layout.batch_sharding),
                         out_shardings=repl),
       flops_per_token=flops_lib.flops_per_token(bcfg, config.data.seq_len,
                                                 config.data.max_predictions_per_seq),
   )
 
 
-def state_from_params(setup: TrainSetup, params: dict, seed: int) -> TrainState:
-  """A fresh train state (step 0, new optimizer) around given parameters (warm start)."""
-  params = jax.device_put(params, setup.state_shardings.params)
-  repl = sharding.replicated(setup.mesh)
+def state_from_params(setup, params: dict, seed: int) -> TrainState:
+  """A fresh train state (step 0, new optimizer) around given parameters (warm start), placed
+  by `setup`'s shardings (a TrainSetup, or any object with state_shardings/init_opt_state)."""
+  state_sh = setup.state_shardings
+  params = jax.device_put(params, state_sh.params)
   dropout_key = jax.random.split(jax.random.key(seed))[1]
   return TrainState(
-      step=jax.device_put(jnp.zeros((), jnp.int32), repl), params=params,
+      step=jax.device_put(jnp.zeros((), jnp.int32), state_sh.step), params=params,
       opt_state=setup.init_opt_state(params),
-      rng=jax.device_put(jax.random.key_data(dropout_key), repl),
-      skipped_steps=jax.device_put(jnp.zeros((), jnp.int32), repl))
+      rng=jax.device_put(jax.random.key_data(dropout_key), state_sh.rng),
+      skipped_steps=jax.device_put(jnp.zeros((), jnp.int32), state_sh.skipped_steps))
 
 
 def global_batch(local: dict, sharding_: NamedSharding) -> dict:

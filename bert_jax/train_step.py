@@ -36,6 +36,30 @@ class TrainState:
   skipped_steps: jax.Array  # int32 []: steps whose non-finite update was not applied
 
 
+def new_train_state(params: dict, tx: optax.GradientTransformation,
+                    rng: jax.Array) -> TrainState:
+  """Step 0 around `params` with a fresh optimizer state; rng: uint32 [2] key data."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=rng, skipped_steps=jnp.zeros((), jnp.int32))
+
+
+def apply_gradients(state: TrainState, grads, loss, tx: optax.GradientTransformation
+                    ) -> tuple[TrainState, jax.Array, jax.Array]:
+  """The optimizer update, applied only when loss and gradients are finite (otherwise params
+  and optimizer state stay as they were and `skipped_steps` counts it). Returns
+  (new state, gradient global norm, finite)."""
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  return state.replace(
+      step=state.step + 1, params=keep(new_params, state.params),
+      opt_state=keep(new_opt_state, state.opt_state),
+      skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
+  ), grad_norm, finite
+
+
 def _pretraining_sums(model, batch, rng):
   """Per-micro-batch sums: weighted MLM nll, weights, correct; NSP nll, correct, count."""
   out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
@@ -110,17 +134,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       (loss, sums, grads), _ = jax.lax.scan(
           accumulate, zeros, (micro_batches, jnp.arange(grad_accum_steps)))
 
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     applied = state.step - state.skipped_steps  # optimizer updates so far
-    new_state = state.replace(
-        step=state.step + 1,
-        params=keep(new_params, state.params),
-        opt_state=keep(new_opt_state, state.opt_state),
-        skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32))
+    new_state, grad_norm, finite = apply_gradients(state, grads, loss, tx)
     metrics = {
         "loss": loss,
         "mlm_loss": sums["mlm_nll"] / (sums["mlm_weight"] + 1e-5),
