@@ -88,7 +88,7 @@ def worker_ours(args) -> dict:
   c = default.get_config()
   c.model.preset = args.model
   c.model.dtype = args.dtype
-  c.model.scan_layers = not args.unrolled
+  c.model.scan_layers = args.scan
   c.model.remat_policy = args.remat
   c.data.seq_len, c.data.max_predictions_per_seq = args.seq_len, args.max_predictions
   c.train.batch_size = args.batch_size
@@ -251,8 +251,8 @@ def _run_worker(name: str, args, python: str | None = None) -> dict:
          f"--model={args.model}", f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}",
          f"--dtype={args.dtype}", f"--max_predictions={args.max_predictions}",
          f"--steps={args.steps}", f"--warmup={args.warmup}", f"--remat={args.remat}"]
-  if args.unrolled:
-    cmd.append("--unrolled")
+  if args.scan:
+    cmd.append("--scan")
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
              TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO if name != "hf_flax" else "")
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -273,10 +273,13 @@ def main():
   p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1: compile)")
   p.add_argument("--remat", default="none", choices=["none", "full", "save_dots"])
-  p.add_argument("--unrolled", action="store_true", help="our step without scan over layers")
+  p.add_argument("--scan", action="store_true", help="our step with lax.scan over layers")
   p.add_argument("--peers", action="store_true", help="also run torch, hf_flax and plain_jax")
   p.add_argument("--only", default="", help="comma-separated subset of ours,torch,hf_flax,"
                  "plain_jax")
+  p.add_argument("--rounds", type=int, default=1,
+                 help="repeat the whole comparison, interleaved (ours, peers, ours, ...), and "
+                      "take medians over all rounds: steadier ratios on a noisy machine")
   p.add_argument("--json", action="store_true")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   args = p.parse_args()
@@ -290,12 +293,19 @@ def main():
   names = ["ours"] + (["torch", "hf_flax", "plain_jax"] if args.peers else [])
   if args.only:
     names = args.only.split(",")
-  peak = _run_worker("peak", args)["peak_flops"]
-  results = {}
-  for name in names:
-    python = _ensure_flax_venv() if name == "hf_flax" else None
-    print(f"running {name}...", file=sys.stderr)
-    results[name] = _run_worker(name, args, python)
+  peaks, results = [], {}
+  for r in range(args.rounds):
+    peaks.append(_run_worker("peak", args)["peak_flops"])
+    for name in names:
+      python = _ensure_flax_venv() if name == "hf_flax" else None
+      print(f"round {r + 1}/{args.rounds}: running {name}...", file=sys.stderr)
+      out = _run_worker(name, args, python)
+      if name in results:  # keep the first round's compile time, pool the step times
+        results[name]["times"] += out["times"]
+        results[name]["peak_rss_mb"] = max(results[name]["peak_rss_mb"], out["peak_rss_mb"])
+      else:
+        results[name] = out
+  peak = max(peaks)
   sys.path.insert(0, REPO)
   from bert_jax.flops import flops_per_token
   from bert_jax.models.config import PRESETS
@@ -312,7 +322,8 @@ def main():
                   "peak_mem_bytes": int((r["peak_rss_mb"] - r["base_rss_mb"]) * 2 ** 20)}
   print(f"BERT-{args.model} seq {args.seq_len} batch {args.batch_size} {args.dtype}, "
         f"{args.max_predictions} masked/seq; fp32 2048^3 matmul peak {peak / 1e9:.1f} GFLOP/s; "
-        f"{fpt / 1e9:.4g} GFLOP/token; median of {args.steps} steps after {args.warmup} warm-up")
+        f"{fpt / 1e9:.4g} GFLOP/token; median of {args.steps} steps x {args.rounds} interleaved "
+        f"round(s), each after {args.warmup} warm-up")
   print(f"{'':10s} {'step s':>8s} {'tok/s':>9s} {'seq/s':>8s} {'MFU':>6s} {'compile s':>9s} "
         f"{'peak MB':>8s} {'ours/x':>7s}")
   for name, r in rows.items():

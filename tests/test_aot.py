@@ -28,11 +28,13 @@ def test_bad_topology_names():
                     reason="libtpu is not installed (pip install 'bert_jax[tpu]')")
 def test_compile_only_for_a_v5p_2x2x1(tmp_path):
   proc = run_cli([f"--config={REPO / 'configs' / 'tiny.py'}", "--compile_only",
-                  "--topology=v5p:2x2x1", "--config.model.scan_layers=false",
-                  "--config.train.batch_size=16"], timeout=900)
+                  "--topology=v5p:2x2x1", "--config.train.batch_size=16"], timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = proc.stdout
   assert ("topology v5p:2x2x1 (v5p:2x2x1): 4 devices, mesh {'data': 4, 'fsdp': 1, 'tensor': 1}, "
           "global batch 16 x 128") in out
   assert "of 95.00 GiB HBM -> fits" in out
   assert "compiler's ESTIMATED step time:" in out and "estimated MFU" in out
+  scanned = run_cli([f"--config={REPO / 'configs' / 'tiny.py'}", "--compile_only",
+                     "--topology=v5p:2x2x1", "--config.model.scan_layers=true"], timeout=900)
+  assert "not available for scanned layers" in scanned.stdout, scanned.stderr[-2000:]

@@ -196,8 +196,10 @@ _REMAT_POLICIES = {
 class BertEncoder(nnx.Module):
   """num_hidden_layers layers whose parameters are stacked on a leading `layers` axis.
 
-  Applied with lax.scan (`scan_layers=True`: one compiled layer body, fast compiles) or a
-  Python loop over slices; both read the same parameters and compute the same function.
+  Applied unrolled (default: a Python loop over slices; XLA schedules and overlaps all layers,
+  ~10% faster steps on CPU and a third of the memory of the scanned program on TPU for
+  BERT-Large) or with lax.scan (`scan_layers=True`: one compiled layer body, ~4x faster
+  compiles). Both read the same parameters and compute the same function.
   """
 
   def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):

@@ -87,7 +87,7 @@ def test_output_shapes_gathered_and_full():
 
 def test_scanned_and_unrolled_layers_compute_the_same_function():
   cfg = small_config()
-  scanned = random_model(cfg)
+  scanned = random_model(cfg.replace(scan_layers=True))
   looped = random_model(cfg.replace(scan_layers=False))
   ids, types, mask = batch(cfg)
   a = scanned(ids, types, mask, deterministic=False, dropout_rng=jax.random.key(1))
