@@ -18,6 +18,7 @@ setup(
         "orbax-checkpoint>=0.12.8,<0.13",
         "tensorflow-cpu>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
+        "tensorboard>=2.21",  # event files for train/eval metrics (tensorflow-cpu 2.21 no longer pulls it)
         "tokenizers>=0.22",
         "sentencepiece>=0.2.0",
         "ml_collections>=1.1.0",

@@ -1,6 +1,6 @@
 r"""Fault campaign: kill -9 the trainer at random moments, restart, and check nothing is lost.
 
-  python benchmarks/faults.py [--kills=20] [--steps=240] [--work_dir=/tmp/bert_jax_faults]
+  python benchmarks/faults.py [--kills=22] [--steps=600] [--work_dir=/tmp/bert_jax_faults]
 
 BERT-tiny on the bundled sample corpus (seq 64, batch 8; real TFDS data so the input position is
 part of what must survive), a checkpoint every 3 steps and an eval every 8. First an
@@ -69,7 +69,6 @@ def _final_params(workdir, step_limit):
   import numpy as np
   from bert_jax import input_pipeline, sharding, train_lib
   from bert_jax.checkpointing import Checkpointer
-  from ml_collections import config_flags  # noqa: F401
   from configs import tiny
   c = tiny.get_config()
   c.data.seq_len, c.data.max_predictions_per_seq, c.train.batch_size = 64, 10, 8
@@ -84,8 +83,8 @@ def _final_params(workdir, step_limit):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--kills", type=int, default=20)
-  p.add_argument("--steps", type=int, default=240)
+  p.add_argument("--kills", type=int, default=22)
+  p.add_argument("--steps", type=int, default=600)
   p.add_argument("--work_dir", default="/tmp/bert_jax_faults")
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args()

@@ -29,7 +29,6 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("heads", "tensor"),
     ("kv", None),
     ("qkv", None),
-    ("layers", None),
     ("norm", None),
     ("pos", None),
     ("types", None),
@@ -100,6 +99,12 @@ def under_mesh(fn, mesh: Mesh):
     with activation_sharding(mesh):
       return fn(*args)
   return wrapped
+
+
+def tensor_parallel() -> bool:
+  """Whether the mesh being traced for splits the `tensor` axis (heads / mlp / vocab)."""
+  mesh = _ACTIVE_MESH.get()
+  return mesh is not None and mesh.shape["tensor"] > 1
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:

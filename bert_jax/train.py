@@ -98,6 +98,13 @@ class _MetricWriter:
     import tensorflow as tf
     tf.config.set_visible_devices([], "GPU")
     self._tf = tf
+    self._writers = {}
+    try:
+      import tensorboard  # noqa: F401  (tf.summary.scalar needs it; tensorflow-cpu does not pull it)
+    except ImportError:
+      logging.warning("TensorBoard is not installed: writing metrics.jsonl only "
+                      "(pip install tensorboard for event files).")
+      return
     self._writers = {k: tf.summary.create_file_writer(str(workdir / k))
                      for k in ("train", "eval")}
 
@@ -106,10 +113,11 @@ class _MetricWriter:
       return
     self._jsonl.write(json.dumps({"kind": kind, "step": step, **scalars}) + "\n")
     self._jsonl.flush()
-    with self._writers[kind].as_default():
-      for k, v in scalars.items():
-        self._tf.summary.scalar(k, v, step=step)
-    self._writers[kind].flush()
+    if kind in self._writers:
+      with self._writers[kind].as_default():
+        for k, v in scalars.items():
+          self._tf.summary.scalar(k, v, step=step)
+      self._writers[kind].flush()
 
   def close(self):
     if self.active:

@@ -66,10 +66,10 @@ def test_tf1_export_has_google_research_bert_names(pretrained_run, tmp_path):
   assert shapes["bert/encoder/layer_1/attention/self/query/kernel"] == [128, 128]
   assert shapes["cls/seq_relationship/output_weights"] == [2, 128]
   params, _ = _ours_params(pretrained_run["workdir"])
-  qkv = params["bert"]["encoder"]["layers"]["attention"]["qkv"]["kernel"]  # [L, H, 3, N, D]
+  qkv = params["bert"]["encoder"]["layers"][1]["attention"]["qkv"]["kernel"]  # [H, 3, N, D]
   np.testing.assert_array_equal(
       reader.get_tensor("bert/encoder/layer_1/attention/self/value/kernel"),
-      qkv[1, :, 2].reshape(128, 128))
+      qkv[:, 2].reshape(128, 128))
   np.testing.assert_array_equal(reader.get_tensor("cls/predictions/output_bias"),
                                 params["mlm"]["output_bias"])
   cfg = json.loads((out / "bert_config.json").read_text())

@@ -1,7 +1,7 @@
 """One table between our parameter tree and the HF / google-research/bert checkpoint names.
 
-Each `Entry` ties a slice of one of our parameters (stacked layers are sliced per layer, the
-fused QKV kernel per query/key/value) to one named tensor in HF transformers' and in
+Each `Entry` ties a slice of one of our parameters (the fused QKV kernel per query/key/value)
+to one named tensor in HF transformers' and in
 google-research/bert's (TF1) naming, with the layout rules:
 
 - `kernel`: a dense kernel, ours [in..., out...] -> TF1 [in, out] -> HF [out, in] (transposed).
@@ -24,7 +24,7 @@ Path = tuple[str, ...]
 @dataclasses.dataclass(frozen=True)
 class Entry:
   ours: Path  # path in our parameter tree (nnx.to_pure_dict of the model state)
-  index: tuple  # index into our array (layer, qkv slot) or () for the whole array
+  index: tuple  # index into our array (the qkv slot) or () for the whole array
   hf: str  # HF transformers state-dict name (a bare BertModel's names lack the "bert." prefix)
   tf1: str  # google-research/bert variable name
   layout: str  # kernel | out_weights | vector | table
@@ -86,26 +86,25 @@ def entries(config: BertConfig, task: str, *, with_pooler: bool | None = None) -
                      f"bert/embeddings/{name}", "table", "encoder"))
   out += _layer_norm(emb + ("layer_norm",), "bert.embeddings.LayerNorm",
                      "bert/embeddings/LayerNorm", "encoder")
-  lay = base + ("encoder", "layers")
   for i in range(config.num_hidden_layers):
+    lay = base + ("encoder", "layers", i)
     hf, tf = f"bert.encoder.layer.{i}", f"bert/encoder/layer_{i}"
     for j, qkv in enumerate(("query", "key", "value")):
-      out.append(Entry(lay + ("attention", "qkv", "kernel"), (i, slice(None), j),
+      out.append(Entry(lay + ("attention", "qkv", "kernel"), (slice(None), j),
                        f"{hf}.attention.self.{qkv}.weight",
                        f"{tf}/attention/self/{qkv}/kernel", "kernel", "encoder"))
-      out.append(Entry(lay + ("attention", "qkv", "bias"), (i, j),
+      out.append(Entry(lay + ("attention", "qkv", "bias"), (j,),
                        f"{hf}.attention.self.{qkv}.bias",
                        f"{tf}/attention/self/{qkv}/bias", "vector", "encoder"))
     out += _dense(lay + ("attention", "output"), f"{hf}.attention.output.dense",
-                  f"{tf}/attention/output/dense", "encoder", (i,))
+                  f"{tf}/attention/output/dense", "encoder")
     out += _layer_norm(lay + ("attention", "layer_norm"), f"{hf}.attention.output.LayerNorm",
-                       f"{tf}/attention/output/LayerNorm", "encoder", (i,))
+                       f"{tf}/attention/output/LayerNorm", "encoder")
     out += _dense(lay + ("intermediate",), f"{hf}.intermediate.dense",
-                  f"{tf}/intermediate/dense", "encoder", (i,))
-    out += _dense(lay + ("output",), f"{hf}.output.dense", f"{tf}/output/dense", "encoder",
-                  (i,))
+                  f"{tf}/intermediate/dense", "encoder")
+    out += _dense(lay + ("output",), f"{hf}.output.dense", f"{tf}/output/dense", "encoder")
     out += _layer_norm(lay + ("layer_norm",), f"{hf}.output.LayerNorm",
-                       f"{tf}/output/LayerNorm", "encoder", (i,))
+                       f"{tf}/output/LayerNorm", "encoder")
   if with_pooler:
     out += _dense(base + ("pooler", "dense"), "bert.pooler.dense", "bert/pooler/dense",
                   "pooler")

@@ -1,13 +1,13 @@
 """Small NNX building blocks with logical axis names on every parameter.
 
 Every parameter is float32 and carries its logical axis names as the `out_sharding` metadata
-(Flax's convention; `bert_jax.sharding` maps them to mesh axes). Modules built with `stack=L`
-hold L layers' parameters stacked on a leading `layers` axis; `BertEncoder` slices them.
+(Flax's convention; `bert_jax.sharding` maps them to mesh axes).
 Compute happens in `dtype` (float32 or bfloat16); LayerNorm statistics are always float32.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -17,13 +17,10 @@ from flax import nnx
 from bert_jax import sharding
 
 
-def param(init, key, shape: Sequence[int], names: Sequence[str | None],
-          stack: int | None = None) -> nnx.Param:
-  """A float32 `nnx.Param` with logical axis names (and a leading `layers` axis if stacked)."""
+def param(init, key, shape: Sequence[int], names: Sequence[str | None]) -> nnx.Param:
+  """A float32 `nnx.Param` with logical axis names."""
   shape, names = tuple(shape), tuple(names)
   assert len(shape) == len(names), (shape, names)
-  if stack is not None:
-    shape, names = (stack,) + shape, ("layers",) + names
   return nnx.Param(init(key, shape, jnp.float32), out_sharding=names, eager_sharding=False)
 
 
@@ -60,19 +57,29 @@ class Dense(nnx.Module):
 
   def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int],
                names: Sequence[str | None], *, rngs: nnx.Rngs, init_std: float = 0.02,
-               use_bias: bool = True, stack: int | None = None, dtype=jnp.float32):
+               use_bias: bool = True, dtype=jnp.float32):
     in_shape, out_shape = tuple(in_shape), tuple(out_shape)
     self.num_in = len(in_shape)
     self.dtype = dtype
     self.kernel = param(truncated_normal(init_std), rngs.params(), in_shape + out_shape,
-                        names, stack)
-    self.bias = (param(jax.nn.initializers.zeros, None, out_shape, names[self.num_in:], stack)
+                        names)
+    self.bias = (param(jax.nn.initializers.zeros, None, out_shape, names[self.num_in:])
                  if use_bias else None)
 
   def __call__(self, x: jax.Array, out_dtype=None) -> jax.Array:
     kernel = self.kernel[...].astype(self.dtype)
-    y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.num_in,
-                      preferred_element_type=out_dtype)
+    x = x.astype(self.dtype)
+    if sharding.tensor_parallel():
+      # Keep the head / mlp axes explicit so the partitioner splits them without resharding.
+      y = jnp.tensordot(x, kernel, axes=self.num_in, preferred_element_type=out_dtype)
+    else:
+      # One 2-D matmul over free reshapes: XLA handles its transposed uses in the backward pass
+      # without copying the weight (~12% faster than a multi-axis contraction on CPU).
+      k_in = math.prod(kernel.shape[:self.num_in])
+      out_shape = kernel.shape[self.num_in:]
+      lead = x.shape[:x.ndim - self.num_in]
+      y = jnp.matmul(x.reshape(-1, k_in), kernel.reshape(k_in, -1),
+                     preferred_element_type=out_dtype).reshape(lead + out_shape)
     if self.bias is not None:
       y = y + self.bias[...].astype(y.dtype)
     return y
@@ -102,12 +109,11 @@ class Embed(nnx.Module):
 class LayerNorm(nnx.Module):
   """LayerNorm with float32 statistics; output in `dtype`. BERT uses epsilon 1e-12."""
 
-  def __init__(self, features: int, *, epsilon: float, stack: int | None = None,
-               dtype=jnp.float32):
+  def __init__(self, features: int, *, epsilon: float, dtype=jnp.float32):
     self.epsilon = epsilon
     self.dtype = dtype
-    self.scale = param(jax.nn.initializers.ones, None, (features,), ("norm",), stack)
-    self.bias = param(jax.nn.initializers.zeros, None, (features,), ("norm",), stack)
+    self.scale = param(jax.nn.initializers.ones, None, (features,), ("norm",))
+    self.bias = param(jax.nn.initializers.zeros, None, (features,), ("norm",))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)

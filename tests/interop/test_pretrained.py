@@ -54,9 +54,9 @@ def test_tf1_checkpoint_has_google_research_bert_names(model, tmp_path):
   assert shapes["cls/predictions/output_bias"] == [120]
   assert len(shapes) == 5 + 3 * 16 + 2 + 5 + 2  # embeddings, layers, pooler, MLM, NSP
   params = params_of(model)
-  qkv = params["bert"]["encoder"]["layers"]["attention"]["qkv"]["kernel"]  # [L, H, 3, N, D]
+  qkv = params["bert"]["encoder"]["layers"][2]["attention"]["qkv"]["kernel"]  # [H, 3, N, D]
   np.testing.assert_array_equal(reader.get_tensor("bert/encoder/layer_2/attention/self/key/kernel"),
-                                qkv[2, :, 1].reshape(64, 64))
+                                qkv[:, 1].reshape(64, 64))
   cfg = json.loads((out / "bert_config.json").read_text())
   assert cfg["num_hidden_layers"] == 3 and "dtype" not in cfg
 

@@ -63,8 +63,8 @@ def test_every_parameter_has_logical_axis_names():
     names = var.get_metadata()["out_sharding"]
     assert len(names) == var[...].ndim, path
     assert all(isinstance(n, str) for n in names), path
-  layer_kernel = model.bert.encoder.layers.attention.qkv.kernel
-  assert layer_kernel.get_metadata()["out_sharding"] == ("layers", "embed", "qkv", "heads", "kv")
+  layer_kernel = model.bert.encoder.layers[1].attention.qkv.kernel
+  assert layer_kernel.get_metadata()["out_sharding"] == ("embed", "qkv", "heads", "kv")
 
 
 def test_output_shapes_gathered_and_full():
@@ -171,11 +171,10 @@ def test_init_is_truncated_normal_002_with_zero_biases():
   assert abs(word.std() - 0.02 * 0.8796) < 0.001  # std of N(0, .02) truncated at 2 sigma
   assert np.abs(word).max() <= 0.04 + 1e-6
   layers = params["bert"]["encoder"]["layers"]
-  assert not layers["intermediate"]["bias"].any() and not params["mlm"]["output_bias"].any()
-  np.testing.assert_array_equal(layers["layer_norm"]["scale"], 1.0)
+  assert not layers[0]["intermediate"]["bias"].any() and not params["mlm"]["output_bias"].any()
+  np.testing.assert_array_equal(layers[3]["layer_norm"]["scale"], 1.0)
   # Layers are initialised independently, not copies of each other.
-  k = layers["intermediate"]["kernel"]
-  assert not np.allclose(k[0], k[1])
+  assert not np.allclose(layers[0]["intermediate"]["kernel"], layers[1]["intermediate"]["kernel"])
 
 
 def test_sequence_longer_than_position_table_is_a_clear_error():

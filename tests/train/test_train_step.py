@@ -39,13 +39,14 @@ def test_sharded_meshes_match_one_device(single_device, mesh_shape):
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
   # The parameters really are sharded as the rules say.
-  qkv = state.params["bert"]["encoder"]["layers"]["attention"]["qkv"]["kernel"]  # [L,H,3,N,D]
+  layer = state.params["bert"]["encoder"]["layers"][1]
+  qkv = layer["attention"]["qkv"]["kernel"]  # [H, 3, N, D]
   data, fsdp, tensor = mesh_shape
-  assert qkv.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", None, "tensor", None)
-  assert qkv.addressable_shards[0].data.shape == (2, 128 // fsdp, 3, 2 // tensor, 64)
-  ffn = state.params["bert"]["encoder"]["layers"]["intermediate"]["kernel"]  # [L, H, I]
-  assert ffn.addressable_shards[0].data.shape == (2, 128 // fsdp, 512 // tensor)
-  mu = state.opt_state[1][0].mu["bert"]["encoder"]["layers"]["intermediate"]["kernel"]
+  assert qkv.sharding.spec == jax.sharding.PartitionSpec("fsdp", None, "tensor", None)
+  assert qkv.addressable_shards[0].data.shape == (128 // fsdp, 3, 2 // tensor, 64)
+  ffn = layer["intermediate"]["kernel"]  # [H, I]
+  assert ffn.addressable_shards[0].data.shape == (128 // fsdp, 512 // tensor)
+  mu = state.opt_state[1][0].mu["bert"]["encoder"]["layers"][1]["intermediate"]["kernel"]
   assert mu.sharding == ffn.sharding  # optimizer state sharded like its parameter
 
 
