@@ -29,6 +29,7 @@ from absl import app, flags, logging
 from etils import epath
 from flax import nnx
 
+from bert_jax import tokenization
 from bert_jax.models.bert import BertForPreTraining
 from bert_jax.models.config import BertConfig
 
@@ -154,9 +155,8 @@ def run_vocab(config: ml_collections.ConfigDict) -> str | None:
 def _vocab_lines(path: str) -> int:
   if path.endswith(".model"):
     import sentencepiece as spm
-    return spm.SentencePieceProcessor(model_file=path).get_piece_size()
-  with open(path, encoding="utf-8") as f:
-    return sum(1 for _ in f)
+    return spm.SentencePieceProcessor(model_proto=epath.Path(path).read_bytes()).get_piece_size()
+  return len(tokenization.read_vocab(path))
 
 
 def last_eval(workdir, step: int) -> dict:

@@ -20,9 +20,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import io
 import os
 
 import numpy as np
+from etils import epath
 
 from bert_jax.tokenization import Tokenizer
 
@@ -64,8 +66,10 @@ def infer_format(path: str, fmt: str) -> str:
 
 
 def _open(path: str):
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise DataError(f"{path}: no such file (check --config.data.train_file/eval_file/test_file)")
+  if "://" in path:  # gs://...: bytes through epath, decoded as open() would
+    return io.TextIOWrapper(epath.Path(path).open("rb"), encoding="utf-8", newline="")
   return open(path, encoding="utf-8", newline="")
 
 

@@ -20,6 +20,7 @@ import sys
 import tempfile
 
 from absl import app, flags, logging
+from etils import epath
 
 from bert_jax import pretraining_data as pdata
 from bert_jax.pretraining_data import DataError
@@ -27,7 +28,7 @@ from bert_jax.pretraining_data import DataError
 
 def _sha256(path: str) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()
@@ -36,7 +37,7 @@ def _sha256(path: str) -> str:
 def _check_text_has_pair(files: list[str]) -> None:
   """DataError unless some document has two consecutive non-empty lines (two sentences)."""
   for path in files:
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:
       previous = False
       for line in f:
         nonempty = bool(line.strip())
@@ -49,7 +50,7 @@ def _check_text_has_pair(files: list[str]) -> None:
 
 def version_dir(data_dir: str) -> str:
   from bert_jax.pretraining_dataset import NAME, VERSION
-  return os.path.join(data_dir, NAME, VERSION)
+  return os.fspath(epath.Path(data_dir) / NAME / VERSION)
 
 
 def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A002
@@ -86,7 +87,8 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
   if bool(input) == bool(tfds_source):
     raise DataError("pass exactly one of --input (text files) and --tfds_source (a TFDS dataset)")
   try:
-    tokenizer = Tokenizer.from_file(os.path.expanduser(vocab), lower_case=lower_case)
+    vocab = vocab if "://" in vocab else os.path.expanduser(vocab)
+    tokenizer = Tokenizer.from_file(vocab, lower_case=lower_case)
   except VocabError as e:
     raise DataError(f"--vocab: {e}") from None
   shard_bytes = max(1, int(shard_size_mb * 2**20))
@@ -94,7 +96,7 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
     files = pdata.expand_inputs(input)
     _check_text_has_pair(files)
     shards = pdata.plan_text_shards(files, shard_bytes)
-    inputs = [[os.path.abspath(f), os.path.getsize(f)] for f in files]
+    inputs = [[f if "://" in f else os.path.abspath(f), pdata.file_size(f)] for f in files]
   else:
     shards = _plan_tfds_shards(tfds_source, tfds_source_split, tfds_source_data_dir,
                                text_feature, shard_bytes)
@@ -113,10 +115,9 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
       tfds_source_split=tfds_source_split if tfds_source else None,
       text_feature=text_feature if tfds_source else None)
   out = version_dir(data_dir)
-  existing = os.path.join(out, "metadata.json")
-  if os.path.exists(os.path.join(out, "dataset_info.json")) and not overwrite:
-    with open(existing, encoding="utf-8") as f:
-      old = json.load(f)
+  existing = epath.Path(out) / "metadata.json"
+  if (epath.Path(out) / "dataset_info.json").exists() and not overwrite:
+    old = json.loads(existing.read_text())
     new = json.loads(json.dumps(settings.to_json()))
     differ = sorted(k for k in new if old.get(k) != new[k])
     if differ:

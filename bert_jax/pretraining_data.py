@@ -39,6 +39,7 @@ import random
 import re
 
 import numpy as np
+from etils import epath
 
 MASKING_MODES = ("dynamic", "static")
 DEFAULT_SHARD_BYTES = 1 << 20
@@ -55,16 +56,27 @@ def expand_inputs(patterns: str) -> list[str]:
   """Sorted files matching comma-separated globs; DataError if none match or all are empty."""
   files = []
   for pattern in [p.strip() for p in patterns.split(",") if p.strip()]:
-    matched = sorted(glob.glob(os.path.expanduser(pattern)))
+    matched = sorted(_glob(pattern))
     if not matched:
       raise DataError(f"--input {pattern}: no such file; pass an existing text file or glob")
-    files.extend(m for m in matched if os.path.isfile(m))
+    files.extend(m for m in matched if epath.Path(m).is_file())
   if not files:
     raise DataError(f"--input {patterns!r}: no files; pass text files (one sentence per line)")
-  if all(os.path.getsize(f) == 0 for f in files):
+  if all(file_size(f) == 0 for f in files):
     raise DataError(f"--input {patterns}: the input is empty; pass text files with one sentence "
                     f"per line and a blank line between documents")
   return sorted(dict.fromkeys(files))
+
+
+def _glob(pattern: str) -> list[str]:
+  if "://" in pattern:  # gs://bucket/dir/*.txt
+    import tensorflow as tf
+    return tf.io.gfile.glob(pattern)
+  return glob.glob(os.path.expanduser(pattern))
+
+
+def file_size(path: str) -> int:
+  return epath.Path(path).stat().length if "://" in path else os.path.getsize(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +103,9 @@ def plan_text_shards(files: list[str], shard_bytes: int = DEFAULT_SHARD_BYTES) -
     segments, size_in_shard = [], 0
 
   for path in files:
-    size = os.path.getsize(path)
+    size = file_size(path)
     start = 0
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:
       while start < size:
         end = min(size, start + shard_bytes - size_in_shard)
         if end < size:
@@ -135,7 +147,7 @@ def read_text_documents(shard: TextShard) -> tuple[list[list[str]], int]:
   counter = _ReplacementCounter()
   documents = []
   for path, start, end in shard.segments:
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:
       f.seek(start)
       text = f.read(end - start).decode("utf-8", errors=counter.name)
     current = []

@@ -31,7 +31,6 @@ import logging as std_logging
 import multiprocessing
 import os
 import random
-import shutil
 import time
 
 import numpy as np
@@ -137,7 +136,8 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
     if job is None:
       raise RuntimeError(f"{NAME} is built by `python -m bert_jax.prepare`, not by tfds.load")
     # self.data_dir is TFDS's temporary directory here: the copy is renamed with the data.
-    shutil.copyfile(job.vocab_path, os.path.join(self.data_dir, job.settings.vocab_file))
+    epath.Path(job.vocab_path).copy(epath.Path(self.data_dir) / job.settings.vocab_file,
+                                    overwrite=True)
     metadata = self.info.metadata
     metadata.update(job.settings.to_json())
     metadata["counts"] = {}

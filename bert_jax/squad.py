@@ -29,6 +29,7 @@ import re
 import string
 
 import numpy as np
+from etils import epath
 
 from bert_jax.finetune_data import DataError
 from bert_jax.tokenization import Tokenizer
@@ -47,8 +48,7 @@ class SquadExample:
 def read_squad_json(path: str) -> list[SquadExample]:
   """A SQuAD v1.1/v2.0 JSON file ({"data": [{"paragraphs": [{"context", "qas"}]}]})."""
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)["data"]
+    data = json.loads(epath.Path(path).read_bytes().decode("utf-8"))["data"]
   except FileNotFoundError:
     raise DataError(f"{path}: no such file (check --config.data.train_file/eval_file)") from None
   except (ValueError, KeyError, TypeError) as e:

@@ -23,9 +23,11 @@ A piece starts a word when it begins with "▁" (U+2581).
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
+from etils import epath
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # BERT's value (google-research/bert tokenization.WordpieceTokenizer); HF uses 100.
@@ -39,8 +41,8 @@ class VocabError(ValueError):
 
 def read_vocab(path: str) -> list[str]:
   """Tokens of a BERT `vocab.txt` (one per line; line number = id), as google-research/bert reads it."""
-  with open(path, encoding="utf-8") as f:
-    return [line.rstrip("\n").strip() for line in f]
+  data = epath.Path(path).read_bytes()  # local or gs:// (epath); text mode as open() reads it
+  return [line.rstrip("\n").strip() for line in io.TextIOWrapper(io.BytesIO(data), "utf-8")]
 
 
 def infer_lower_case(tokens: list[str]) -> bool:
@@ -96,7 +98,7 @@ class Tokenizer:
       SentencePiece: False).
     Raises VocabError for a missing file or a vocabulary without BERT's special tokens.
     """
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
       raise VocabError(f"vocab file {path} does not exist: pass a vocab.txt or a SentencePiece "
                        f".model (build one with python -m bert_jax.vocab)")
     if path.endswith(".model"):
@@ -171,7 +173,7 @@ def _sentencepiece(path: str, lower_case: bool | None) -> Tokenizer:
   import sentencepiece as spm
 
   try:
-    sp = spm.SentencePieceProcessor(model_file=path)
+    sp = spm.SentencePieceProcessor(model_proto=epath.Path(path).read_bytes())
   except (RuntimeError, OSError) as e:
     raise VocabError(f"vocab file {path} is not a SentencePiece model ({e}): pass a model written "
                      f"by python -m bert_jax.vocab --kind=sentencepiece") from None
