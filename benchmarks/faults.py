@@ -106,7 +106,7 @@ def main():
   print(f"reference run: {args.steps} steps in {time.time() - t:.0f}s", flush=True)
 
   run = os.path.join(args.work_dir, "campaign")
-  kills, resumes, mismatches = 0, 0, 0
+  kills, resumes, fresh, mismatches = 0, 0, 0, 0
   phases = collections.Counter()
   expected_resume = None
   while True:
@@ -133,7 +133,8 @@ def main():
       m = re.search(r"resumed from checkpoint at step (\d+)", out)
       got = int(m.group(1)) if m else None
       if got == expected_resume:
-        resumes += 1
+        resumes += expected_resume is not None
+        fresh += expected_resume is None
       else:
         mismatches += 1
         print(f"  resume mismatch: expected step {expected_resume}, log says {got}", flush=True)
@@ -147,8 +148,8 @@ def main():
     expected_resume = done[-1] if done else None
     print(f"kill {kills}: during {_phase(lines)}; newest complete checkpoint {expected_resume}",
           flush=True)
-    if expected_resume is None:  # killed before the first checkpoint: a fresh start
-      shutil.rmtree(run, ignore_errors=True)
+    # Killed before the first checkpoint completed: the same command must start afresh (a
+    # partial first checkpoint, if any, must not count), which the check above verifies.
 
   ref_step, ref_params = _final_params(ref, args.steps)
   run_step, run_params = _final_params(run, args.steps)
@@ -156,7 +157,8 @@ def main():
   param_mismatches = sum(not np.array_equal(a, b) for a, b in zip(ref_params, run_params))
   print()
   print(f"kills: {kills}  ({', '.join(f'{k}: {v}' for k, v in sorted(phases.items()))})")
-  print(f"resumes from the newest complete checkpoint: {resumes}, mismatches: {mismatches}")
+  print(f"resumes from the newest complete checkpoint: {resumes}, fresh starts (killed before the "
+        f"first checkpoint): {fresh}, mismatches: {mismatches}")
   print(f"final step {run_step} vs reference {ref_step}; parameter arrays differing from the "
         f"uninterrupted run: {param_mismatches} of {len(ref_params)}")
   ok = mismatches == 0 and param_mismatches == 0 and run_step == ref_step

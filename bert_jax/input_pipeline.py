@@ -13,6 +13,13 @@ Batch (per process, B = batch_size, L = seq_len, P = max_predictions_per_seq):
   masked_weights float32 [B, P] (0 in padded slots), next_sentence_label int32 [B]
   (0 = IsNext, 1 = NotNext); eval batches add example_weight float32 [B] (0 for padding rows).
 
+Packed (`pack=True`, for data with short sequences, e.g. phase 2 at 512): each row holds up to
+S = max_sequences_per_row whole sequences, chosen first-fit decreasing (by length) from a group
+of `pack_group` masked examples under three budgets (L tokens, S sequences, P predictions),
+so no example is dropped or cut. Rows add segment_ids int32 [B, L] (1..S, 0 = padding),
+position_ids int32 [B, L] (restarting at 0 per sequence), cls_positions int32 [B, S], and
+next_sentence_label int32 [B, S] with nsp_weights float32 [B, S]; masked_positions index the row.
+
 How: the split's TFRecord files are read through TFDS's file instructions (each process takes
 its `tfds.even_splits` part: disjoint, together everything), files shuffled per epoch,
 serialized examples shuffled in a buffer, repeated, batched, then parsed with one vectorised
@@ -262,6 +269,100 @@ def _word_starts(tf, info: dict):
   return tf.constant(tokenizer.is_word_start)
 
 
+def pack_examples(batch: dict, *, max_sequences_per_row: int, pad_id: int) -> dict:
+  """Packs a group of N masked examples (a batch dict as `_parse_and_mask` makes it) into at most
+  N rows, first-fit decreasing by length under the budgets L tokens, S sequences and P masked
+  predictions per row. Returns the rows ([N, ...], unused rows all padding) and row_used [N]."""
+  ids, types = batch["input_ids"], batch["token_type_ids"]
+  n, length = ids.shape
+  p = batch["masked_positions"].shape[1]
+  s = max_sequences_per_row
+  lengths = batch["attention_mask"].sum(axis=1).astype(np.int64)
+  npred = (batch["masked_weights"] > 0).sum(axis=1).astype(np.int64)
+  fill = np.zeros(n, np.int64)
+  preds = np.zeros(n, np.int64)
+  count = np.zeros(n, np.int64)
+  row_of = np.zeros(n, np.int64)
+  nrows = 0
+  for i in np.argsort(-lengths, kind="stable"):
+    fits = ((fill[:nrows] + lengths[i] <= length) & (count[:nrows] < s)
+            & (preds[:nrows] + npred[i] <= p))
+    r = int(np.argmax(fits)) if nrows and fits.any() else nrows
+    nrows = max(nrows, r + 1)
+    row_of[i] = r
+    fill[r] += lengths[i]
+    preds[r] += npred[i]
+    count[r] += 1
+  out = {
+      "input_ids": np.full((n, length), pad_id, np.int32),
+      "token_type_ids": np.zeros((n, length), np.int32),
+      "attention_mask": np.zeros((n, length), np.int32),
+      "segment_ids": np.zeros((n, length), np.int32),
+      "position_ids": np.zeros((n, length), np.int32),
+      "masked_positions": np.zeros((n, p), np.int32),
+      "masked_ids": np.zeros((n, p), np.int32),
+      "masked_weights": np.zeros((n, p), np.float32),
+      "cls_positions": np.zeros((n, s), np.int32),
+      "next_sentence_label": np.zeros((n, s), np.int32),
+      "nsp_weights": np.zeros((n, s), np.float32),
+  }
+  fill[:] = preds[:] = count[:] = 0
+  for i in range(n):  # sequences keep their group order within a row
+    r, ln, k, start, q0 = row_of[i], lengths[i], count[row_of[i]], fill[row_of[i]], preds[row_of[i]]
+    out["input_ids"][r, start:start + ln] = ids[i, :ln]
+    out["token_type_ids"][r, start:start + ln] = types[i, :ln]
+    out["attention_mask"][r, start:start + ln] = 1
+    out["segment_ids"][r, start:start + ln] = k + 1
+    out["position_ids"][r, start:start + ln] = np.arange(ln)
+    q = npred[i]
+    out["masked_positions"][r, q0:q0 + q] = batch["masked_positions"][i, :q] + start
+    out["masked_ids"][r, q0:q0 + q] = batch["masked_ids"][i, :q]
+    out["masked_weights"][r, q0:q0 + q] = batch["masked_weights"][i, :q]
+    out["cls_positions"][r, k] = start
+    out["next_sentence_label"][r, k] = batch["next_sentence_label"][i]
+    out["nsp_weights"][r, k] = 1.0
+    fill[r] += ln
+    preds[r] += q
+    count[r] += 1
+  out["row_used"] = np.arange(n) < nrows
+  return out
+
+
+_PACKED_DTYPES = {"input_ids": np.int32, "token_type_ids": np.int32, "attention_mask": np.int32,
+                  "segment_ids": np.int32, "position_ids": np.int32, "masked_positions": np.int32,
+                  "masked_ids": np.int32, "masked_weights": np.float32, "cls_positions": np.int32,
+                  "next_sentence_label": np.int32, "nsp_weights": np.float32, "row_used": bool}
+
+
+def _pack_fn(tf, *, seq_len: int, max_predictions_per_seq: int, max_sequences_per_row: int,
+             pad_id: int):
+  """tf.data map: a masked group [N, ...] -> packed rows [N, ...] + row_used, via numpy."""
+  keys = list(_PACKED_DTYPES)
+  shapes = {"cls_positions": [max_sequences_per_row], "next_sentence_label":
+            [max_sequences_per_row], "nsp_weights": [max_sequences_per_row],
+            "masked_positions": [max_predictions_per_seq], "masked_ids":
+            [max_predictions_per_seq], "masked_weights": [max_predictions_per_seq],
+            "row_used": []}
+  in_keys = ("input_ids", "token_type_ids", "attention_mask", "masked_positions", "masked_ids",
+             "masked_weights", "next_sentence_label")
+
+  def np_pack(*arrays):
+    out = pack_examples(dict(zip(in_keys, arrays)), max_sequences_per_row=max_sequences_per_row,
+                        pad_id=pad_id)
+    return [out[k] for k in keys]
+
+  def fn(batch):
+    outs = tf.numpy_function(np_pack, [batch[k] for k in in_keys],
+                             [tf.as_dtype(_PACKED_DTYPES[k]) for k in keys], stateful=False)
+    result = {}
+    for k, v in zip(keys, outs):
+      v.set_shape([None] + shapes.get(k, [seq_len]))
+      result[k] = v
+    return result
+
+  return fn
+
+
 class TrainIterator:
   """Infinite iterator of this process's training batches; `save`/`restore` its exact position."""
 
@@ -329,15 +430,18 @@ def train_iterator(data_dir: str, dataset: str | None = None, *, batch_size: int
                    max_predictions_per_seq: int, seed: int, process_index: int = 0,
                    process_count: int = 1, masked_lm_prob: float = 0.15,
                    whole_word_masking: bool | None = None,
-                   shuffle_buffer: int = 10_000) -> TrainIterator:
-  """This process's infinite, shuffled, dynamically masked training batches (see module doc)."""
+                   shuffle_buffer: int = 10_000, pack: bool = False,
+                   max_sequences_per_row: int = 4, pack_group: int = 256) -> TrainIterator:
+  """This process's infinite, shuffled, dynamically masked training batches (see module doc);
+  pack=True: rows packed with up to max_sequences_per_row sequences, from groups of pack_group
+  examples."""
   tf = _tf()
   info = dataset_info(data_dir, dataset)
   wwm = _check(info, seq_len, max_predictions_per_seq, whole_word_masking)
   files, skips, takes = _file_instructions(info["path"], "train", process_index, process_count)
-  if sum(takes) < batch_size:
+  if sum(takes) < (pack_group if pack else batch_size):
     raise ValueError(f"process {process_index} has {sum(takes)} training examples, fewer than "
-                     f"batch_size {batch_size}")
+                     + (f"pack_group {pack_group}" if pack else f"batch_size {batch_size}"))
   shuffle_seed = (seed * 1_000_003 + process_index) % (2**31 - 1)
   ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(skips, tf.int64),
                                            tf.constant(takes, tf.int64)))
@@ -346,7 +450,7 @@ def train_iterator(data_dir: str, dataset: str | None = None, *, batch_size: int
                      cycle_length=min(len(files), 16), block_length=1,
                      num_parallel_calls=min(len(files), 4), deterministic=True)
   ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-  ds = ds.batch(batch_size, drop_remainder=True).enumerate()
+  ds = ds.batch(pack_group if pack else batch_size, drop_remainder=True).enumerate()
   fn = _parse_and_mask(tf, info, seq_len=seq_len, max_predictions_per_seq=max_predictions_per_seq,
                        masked_lm_prob=masked_lm_prob, whole_word_masking=wwm,
                        is_word_start=_word_starts(tf, info) if wwm else None)
@@ -354,12 +458,22 @@ def train_iterator(data_dir: str, dataset: str | None = None, *, batch_size: int
   fold = tf.random.experimental.stateless_fold_in
   ds = ds.map(lambda step, serialized: fn(serialized, fold(base, step)),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if pack:
+    ds = ds.map(_pack_fn(tf, seq_len=seq_len, max_predictions_per_seq=max_predictions_per_seq,
+                         max_sequences_per_row=max_sequences_per_row,
+                         pad_id=info["special_ids"]["[PAD]"]),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.unbatch().filter(lambda row: row["row_used"])
+    ds = ds.map(lambda row: {k: v for k, v in row.items() if k != "row_used"})
+    ds = ds.batch(batch_size, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE)
   params = {"path": info["path"], "batch_size": batch_size, "seq_len": seq_len,
             "max_predictions_per_seq": max_predictions_per_seq, "seed": seed,
             "process_index": process_index, "process_count": process_count,
             "masked_lm_prob": masked_lm_prob, "whole_word_masking": wwm,
             "shuffle_buffer": shuffle_buffer, "dataset_fingerprint": dataset_fingerprint(info)}
+  if pack:  # (absent when off: positions saved before packing existed still restore)
+    params.update(pack=True, max_sequences_per_row=max_sequences_per_row, pack_group=pack_group)
   return TrainIterator(ds, params, process_index)
 
 

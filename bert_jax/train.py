@@ -189,7 +189,9 @@ def _data_source(config):
   def train_it():
     return input_pipeline.train_iterator(
         d.data_dir, d.dataset or None, batch_size=config.train.batch_size // jax.process_count(),
-        seed=d.seed, masked_lm_prob=d.masked_lm_prob, shuffle_buffer=d.shuffle_buffer, **kwargs)
+        seed=d.seed, masked_lm_prob=d.masked_lm_prob, shuffle_buffer=d.shuffle_buffer,
+        pack=d.pack, max_sequences_per_row=d.max_sequences_per_row, pack_group=d.pack_group,
+        **kwargs)
 
   def evals():
     return list(input_pipeline.eval_batches(
@@ -355,17 +357,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 if k not in ("finite", "skipped_steps")}
         step_time = elapsed / max(window_steps, 1)
         mean.update(
-            steps_per_s=1 / step_time, seq_per_s=config.train.batch_size / step_time,
+            steps_per_s=1 / step_time, seq_per_s=mean["sequences"] / step_time,
             tokens_per_s=tokens_per_step / step_time,
+            nonpad_fraction=mean["tokens"] / tokens_per_step,
             mfu=setup.flops_per_token * tokens_per_step / step_time / peak,
             skipped_steps=int(fetched[-1]["skipped_steps"]))
         writer.write("train", step, mean)
         logging.info(
             "step %d/%d | loss %.4f | mlm %.4f acc %.4f | nsp %.4f acc %.4f | lr %.2e | gnorm "
-            "%.3f | %.1f seq/s %.0f tok/s | MFU %.1f%% | ETA %s", step, num_steps, mean["loss"],
-            mean["mlm_loss"], mean["mlm_accuracy"], mean["nsp_loss"], mean["nsp_accuracy"],
-            mean["learning_rate"], mean["grad_norm"], mean["seq_per_s"], mean["tokens_per_s"],
-            100 * mean["mfu"], _fmt_eta((num_steps - step) * step_time))
+            "%.3f | %.1f seq/s %.0f tok/s (%.0f%% non-pad) | MFU %.1f%% | ETA %s", step,
+            num_steps, mean["loss"], mean["mlm_loss"], mean["mlm_accuracy"], mean["nsp_loss"],
+            mean["nsp_accuracy"], mean["learning_rate"], mean["grad_norm"], mean["seq_per_s"],
+            mean["tokens_per_s"], 100 * mean["nonpad_fraction"], 100 * mean["mfu"],
+            _fmt_eta((num_steps - step) * step_time))
         check_finite(mean["skipped_steps"], step)
         window_start, window_steps, pending = time.perf_counter(), 0, []
       if config.eval.every_steps and step % config.eval.every_steps == 0 and step < num_steps:

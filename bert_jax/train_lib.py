@@ -41,7 +41,8 @@ _CHOICES = {
 }
 _POSITIVE = ("train.batch_size", "train.num_steps", "train.grad_accum_steps",
              "train.log_every_steps", "checkpoint.every_steps", "checkpoint.max_to_keep",
-             "eval.batch_size", "data.seq_len", "data.max_predictions_per_seq")
+             "eval.batch_size", "data.seq_len", "data.max_predictions_per_seq",
+             "data.max_sequences_per_row", "data.pack_group")
 
 
 def _get(config, dotted: str):
@@ -69,6 +70,9 @@ def validate_config(config) -> None:
                       "prepare shorter sequences or raise max_position_embeddings")
   if not 0 <= config.optimizer.warmup_steps:
     raise ConfigError("--config.optimizer.warmup_steps must be >= 0")
+  if config.data.pack and config.data.source != "tfds":
+    raise ConfigError("--config.data.pack=True packs a prepared dataset's sequences; it needs "
+                      "data.source=tfds (synthetic batches are full rows)")
 
 
 def bert_config(config, vocab_size: int) -> BertConfig:

@@ -4,10 +4,14 @@
 function `bert_jax.train` jits (with shardings and donation) and `benchmarks/train_step.py`
 times. Batch (global arrays): input_ids, token_type_ids, attention_mask [B, L] int32;
 masked_positions, masked_ids [B, P] int32; masked_weights [B, P] float32;
-next_sentence_label [B] int32.
+next_sentence_label [B] int32. Packed rows (several sequences per row, input_pipeline's
+`pack`) add PACKED_KEYS: segment_ids, position_ids [B, L] int32 and cls_positions [B, S]
+int32, and next_sentence_label becomes [B, S] with nsp_weights [B, S] float32 (1 = a sequence).
 
 Loss (google-research/bert run_pretraining.py): MLM = sum(w * nll) / (sum(w) + 1e-5) over the
-gathered masked positions of the whole global batch; NSP = mean cross-entropy; total = MLM + NSP.
+gathered masked positions of the whole global batch; NSP = mean cross-entropy over the batch's
+sequences; total = MLM + NSP. A packed batch holding the same sequences as an unpacked one gives
+the same loss (tests/train/test_train_step.py).
 With gradient accumulation each micro-batch's sums are normalised by the WHOLE batch's weight
 and size, so accumulated gradients equal the full-batch gradients exactly.
 """
@@ -25,6 +29,12 @@ from flax import nnx
 
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_positions", "masked_ids",
               "masked_weights", "next_sentence_label")
+PACKED_KEYS = ("segment_ids", "position_ids", "cls_positions", "nsp_weights")
+
+
+def batch_keys(batch: dict) -> tuple[str, ...]:
+  """BATCH_KEYS, plus PACKED_KEYS when `batch` is packed."""
+  return BATCH_KEYS + (PACKED_KEYS if "segment_ids" in batch else ())
 
 
 @flax.struct.dataclass
@@ -62,8 +72,9 @@ def apply_gradients(state: TrainState, grads, loss, tx: optax.GradientTransforma
 
 def _pretraining_sums(model, batch, rng):
   """Per-micro-batch sums: weighted MLM nll, weights, correct; NSP nll, correct, count."""
+  packed = {k: batch[k] for k in ("segment_ids", "position_ids", "cls_positions") if k in batch}
   out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
-              batch["masked_positions"], deterministic=rng is None, dropout_rng=rng)
+              batch["masked_positions"], deterministic=rng is None, dropout_rng=rng, **packed)
   weights = batch["masked_weights"].astype(jnp.float32)  # [B, P]
   example_weight = batch.get("example_weight")  # eval padding; absent in training
   if example_weight is not None:
@@ -71,11 +82,16 @@ def _pretraining_sums(model, batch, rng):
   mlm_nll = optax.softmax_cross_entropy_with_integer_labels(out.mlm_logits,
                                                             batch["masked_ids"])  # [B, P]
   mlm_correct = (jnp.argmax(out.mlm_logits, -1) == batch["masked_ids"]).astype(jnp.float32)
-  nsp_nll = optax.softmax_cross_entropy_with_integer_labels(out.nsp_logits,
-                                                            batch["next_sentence_label"])  # [B]
+  nsp_nll = optax.softmax_cross_entropy_with_integer_labels(
+      out.nsp_logits, batch["next_sentence_label"])  # [B] ([B, S] packed)
   nsp_correct = (jnp.argmax(out.nsp_logits, -1) == batch["next_sentence_label"]).astype(
       jnp.float32)
-  ew = jnp.ones_like(nsp_nll) if example_weight is None else example_weight.astype(jnp.float32)
+  if "nsp_weights" in batch:  # packed: one NSP prediction per sequence in the row
+    ew = batch["nsp_weights"].astype(jnp.float32)
+  elif example_weight is not None:
+    ew = example_weight.astype(jnp.float32)
+  else:
+    ew = jnp.ones_like(nsp_nll)
   return {
       "mlm_nll": jnp.sum(weights * mlm_nll), "mlm_weight": jnp.sum(weights),
       "mlm_correct": jnp.sum(weights * mlm_correct),
@@ -100,9 +116,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   the caller decides whether to stop (train.on_nonfinite)."""
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    batch = {k: batch[k] for k in BATCH_KEYS}
+    batch = {k: batch[k] for k in batch_keys(batch)}
     total_weight = jnp.sum(batch["masked_weights"].astype(jnp.float32))
-    total_examples = batch["next_sentence_label"].shape[0]
+    total_examples = (jnp.sum(batch["nsp_weights"].astype(jnp.float32)) if "nsp_weights" in batch
+                      else batch["next_sentence_label"].shape[0])
     step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params, micro, rng):
@@ -146,6 +163,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         "learning_rate": schedule(applied),
         "finite": finite,
         "skipped_steps": new_state.skipped_steps,
+        "sequences": sums["nsp_count"],  # sequences in the batch (more than rows when packed)
+        "tokens": jnp.sum(batch["attention_mask"].astype(jnp.float32)),  # non-padding tokens
     }
     return new_state, metrics
 

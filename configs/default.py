@@ -31,6 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.masked_lm_prob = 0.15  # fraction of tokens masked by dynamic masking.
   c.data.shuffle_buffer = 10_000  # examples in the tf.data shuffle buffer (per process).
   c.data.seed = 0  # data order and masking seed.
+  c.data.pack = False  # pack several short sequences per row (block-diagonal attention).
+  c.data.max_sequences_per_row = 4  # with pack: at most this many sequences in one row.
+  c.data.pack_group = 256  # with pack: examples packed together (first-fit decreasing).
   c.data.synthetic_vocab_size = 30522  # vocab size when source == synthetic.
 
   c.train = ml_collections.ConfigDict()

@@ -208,3 +208,63 @@ def test_eval_batches(data_dir):
 def test_seq_len_must_match(data_dir):
   with pytest.raises(ValueError, match="differs from the dataset's max_seq_length 64"):
     _train(data_dir, seq_len=128)
+
+
+def _sequences(batch):
+  """Each sequence of a batch as a comparable tuple (tokens, types, masked (pos, id, w), label),
+  reading packed rows segment by segment."""
+  out = []
+  packed = "segment_ids" in batch
+  for r in range(len(batch["input_ids"])):
+    segments = (range(1, batch["segment_ids"][r].max() + 1) if packed else [None])
+    for k in segments:
+      where = (np.nonzero(batch["segment_ids"][r] == k)[0] if packed
+               else np.nonzero(batch["attention_mask"][r])[0])
+      if not len(where):
+        continue
+      start, end = where[0], where[-1] + 1
+      assert np.all(batch["attention_mask"][r, start:end] == 1)
+      if packed:
+        assert np.array_equal(batch["position_ids"][r, start:end], np.arange(end - start))
+        assert batch["cls_positions"][r, k - 1] == start and batch["nsp_weights"][r, k - 1] == 1
+      w = batch["masked_weights"][r]
+      p = batch["masked_positions"][r]
+      sel = (w > 0) & (p >= start) & (p < end)
+      label = batch["next_sentence_label"][r, k - 1] if packed else batch["next_sentence_label"][r]
+      out.append((tuple(batch["input_ids"][r, start:end]), tuple(batch["token_type_ids"][r, start:end]),
+                  tuple(zip(p[sel] - start, batch["masked_ids"][r][sel], w[sel])), int(label)))
+  return sorted(out)
+
+
+def test_packing_keeps_every_sequence_whole_within_the_budgets(data_dir):
+  group = next(_train(data_dir, batch_size=128))
+  rows = ip.pack_examples(group, max_sequences_per_row=3, pad_id=0)
+  used = rows.pop("row_used")
+  assert used.sum() < 128  # short sequences were packed together
+  assert not used[used.sum():].any()  # used rows first
+  rows = {k: v[used] for k, v in rows.items()}
+  assert _sequences(rows) == _sequences(group)  # nothing dropped, cut or changed
+  assert rows["segment_ids"].max() <= 3 and rows["nsp_weights"].sum() == 128
+  assert (rows["masked_weights"] > 0).sum() == (group["masked_weights"] > 0).sum()
+
+
+def test_packed_pipeline_is_the_packed_groups_and_resumes_exactly(data_dir, tmp_path):
+  kw = dict(batch_size=16, pack=True, max_sequences_per_row=3, pack_group=64,
+            shuffle_buffer=500)
+  it = _train(data_dir, **kw)
+  first = next(it)
+  assert first["next_sentence_label"].shape == (16, 3) and first["segment_ids"].shape == (16, L)
+  group = next(_train(data_dir, batch_size=64, shuffle_buffer=500))  # the same first group
+  rows = ip.pack_examples(group, max_sequences_per_row=3, pad_id=0)
+  assert _same({k: v[:16] for k, v in rows.items() if k != "row_used"}, first)
+  for _ in range(30):  # past several groups
+    next(it)
+  it.save(str(tmp_path / "ckpt"))
+  expected = [next(it) for _ in range(3)]
+  fresh = _train(data_dir, **kw)
+  fresh.restore(str(tmp_path / "ckpt"))
+  for want in expected:
+    assert _same(next(fresh), want)
+  unpacked = _train(data_dir, batch_size=16, shuffle_buffer=500)
+  with pytest.raises(ValueError, match="pack"):
+    unpacked.restore(str(tmp_path / "ckpt"))

@@ -86,6 +86,13 @@ def attention_mask_to_bool(attention_mask: jax.Array) -> jax.Array:
   raise ValueError(f"attention_mask must be [B, L] or [B, L, L], got shape {mask.shape}")
 
 
+def packed_attention_mask(segment_ids: jax.Array) -> jax.Array:
+  """[B, L] segment ids of packed rows (1, 2, ... per sequence, 0 = padding) -> bool
+  [B, 1, L, L]: a token attends only to tokens of its own sequence."""
+  seg = segment_ids.astype(jnp.int32)
+  return ((seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0))[:, None]
+
+
 def dot_product_attention(q, k, v, mask, *, impl: str, dropout_rate: float,
                           rng: jax.Array | None) -> jax.Array:
   """Scaled dot-product attention. q, k, v: [B, L, N, D]; mask: bool [B, 1, L|1, L].
@@ -233,8 +240,12 @@ class BertPooler(nnx.Module):
     self.dense = Dense([config.hidden_size], [config.hidden_size], ("embed", "mlp"), rngs=rngs,
                        init_std=config.initializer_range, dtype=_compute_dtype(config))
 
-  def __call__(self, sequence_output):
-    return jnp.tanh(self.dense(sequence_output[:, 0]))  # [B, H] from the [CLS] vector
+  def __call__(self, sequence_output, cls_positions=None):
+    """[B, H] from the [CLS] vector at 0; with cls_positions [B, S] (packed rows), [B, S, H]
+    from each packed sequence's [CLS]."""
+    first = (sequence_output[:, 0] if cls_positions is None
+             else gather_positions(sequence_output, cls_positions))
+    return jnp.tanh(self.dense(first))
 
 
 class BertModel(nnx.Module):
@@ -248,9 +259,13 @@ class BertModel(nnx.Module):
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                deterministic: bool = True, dropout_rng: jax.Array | None = None,
-               position_ids=None) -> BertOutput:
+               position_ids=None, segment_ids=None, cls_positions=None) -> BertOutput:
     """input_ids, token_type_ids, attention_mask: [B, L] int (mask 1 = token, 0 = padding;
-    [B, L, L] for an explicit per-query mask); position_ids: [B, L] (default 0..L-1)."""
+    [B, L, L] for an explicit per-query mask); position_ids: [B, L] (default 0..L-1).
+
+    Packed rows (several sequences per row): segment_ids [B, L] (1, 2, ... per sequence,
+    0 = padding) replaces attention_mask with a block-diagonal mask, position_ids restart at 0
+    for each sequence, and cls_positions [B, S] makes pooled_output [B, S, H]."""
     if not deterministic and dropout_rng is None:
       raise ValueError("deterministic=False needs dropout_rng=jax.random.key(...)")
     rng = None if deterministic else dropout_rng
@@ -265,8 +280,10 @@ class BertModel(nnx.Module):
     if position_ids is None:
       position_ids = jnp.arange(length, dtype=jnp.int32)[None, :]
     x = self.embeddings(input_ids, token_type_ids, position_ids, _rng(rng, 0, _RNG_EMBED))
-    x = self.encoder(x, attention_mask_to_bool(attention_mask), rng)
-    pooled = self.pooler(x) if self.pooler is not None else None
+    mask = (packed_attention_mask(segment_ids) if segment_ids is not None
+            else attention_mask_to_bool(attention_mask))
+    x = self.encoder(x, mask, rng)
+    pooled = self.pooler(x, cls_positions) if self.pooler is not None else None
     return BertOutput(sequence_output=x, pooled_output=pooled)
 
 
@@ -310,11 +327,15 @@ class BertForPreTraining(nnx.Module):
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                masked_positions=None, *, deterministic: bool = True,
-               dropout_rng: jax.Array | None = None, position_ids=None) -> PreTrainingOutput:
+               dropout_rng: jax.Array | None = None, position_ids=None, segment_ids=None,
+               cls_positions=None) -> PreTrainingOutput:
     """masked_positions: [B, P] int or None. With it, MLM logits are computed at those
-    positions only ([B, P, V]); without it at every position ([B, L, V])."""
+    positions only ([B, P, V]); without it at every position ([B, L, V]).
+    Packed rows: position_ids, segment_ids [B, L] and cls_positions [B, S] as in BertModel;
+    then nsp_logits are [B, S, 2], one pair per packed sequence."""
     out = self.bert(input_ids, token_type_ids, attention_mask, deterministic=deterministic,
-                    dropout_rng=dropout_rng, position_ids=position_ids)
+                    dropout_rng=dropout_rng, position_ids=position_ids,
+                    segment_ids=segment_ids, cls_positions=cls_positions)
     seq = out.sequence_output
     hidden = seq if masked_positions is None else gather_positions(seq, masked_positions)
     mlm_logits = self.mlm(hidden, self.bert.embeddings.word_embeddings)

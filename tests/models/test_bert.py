@@ -197,3 +197,43 @@ def test_heads_shapes():
   assert out.start_logits.shape == out.end_logits.shape == (3, 16)
   enc = create_model(cfg, "encoder")
   assert enc(ids, types, mask).pooled_output.shape == (3, 64)
+
+
+def test_packed_rows_compute_each_sequence_as_if_alone():
+  """Two sequences packed in one row (block-diagonal attention, positions restarting at 0, one
+  [CLS] each) give the same MLM and NSP logits as each in its own padded row."""
+  cfg = small_config()
+  model = random_model(cfg)
+  rng = np.random.default_rng(0)
+  lens, L = (5, 9), 16
+  seqs = [rng.integers(5, 120, n).astype(np.int32) for n in lens]
+  types = [np.r_[np.zeros(n // 2), np.ones(n - n // 2)].astype(np.int32) for n in lens]
+  masked = [np.array([1, 3], np.int32), np.array([2, 4, 7], np.int32)]
+  # Unpacked: one sequence per row.
+  ids = np.zeros((2, L), np.int32)
+  tt = np.zeros((2, L), np.int32)
+  am = np.zeros((2, L), np.int32)
+  for i, n in enumerate(lens):
+    ids[i, :n], tt[i, :n], am[i, :n] = seqs[i], types[i], 1
+  pos = np.zeros((2, 3), np.int32)
+  pos[0, :2], pos[1, :3] = masked[0], masked[1]
+  alone = model(ids, tt, am, pos)
+  # Packed: both in one row.
+  pids = np.zeros((1, L), np.int32)
+  ptt, pam, seg, ppos = (np.zeros((1, L), np.int32) for _ in range(4))
+  pids[0, :5], pids[0, 5:14] = seqs
+  ptt[0, :5], ptt[0, 5:14] = types
+  pam[0, :14] = 1
+  seg[0, :5], seg[0, 5:14] = 1, 2
+  ppos[0, :5], ppos[0, 5:14] = np.arange(5), np.arange(9)
+  mpos = np.array([[1, 3, 5 + 2, 5 + 4, 5 + 7]], np.int32)
+  packed = model(pids, ptt, pam, mpos, position_ids=ppos, segment_ids=seg,
+                 cls_positions=np.array([[0, 5, 0]], np.int32))
+  assert packed.nsp_logits.shape == (1, 3, 2) and packed.pooled_output.shape == (1, 3, 64)
+  np.testing.assert_allclose(packed.mlm_logits[0, :2], alone.mlm_logits[0, :2], atol=1e-5)
+  np.testing.assert_allclose(packed.mlm_logits[0, 2:], alone.mlm_logits[1, :3], atol=1e-5)
+  np.testing.assert_allclose(packed.nsp_logits[0, :2], alone.nsp_logits, atol=1e-5)
+  # Without the segment mask the first sequence would see the second: the test can fail.
+  leaky = model(pids, ptt, pam, mpos, position_ids=ppos,
+                cls_positions=np.array([[0, 5, 0]], np.int32))
+  assert np.abs(np.asarray(leaky.mlm_logits[0, :2] - alone.mlm_logits[0, :2])).max() > 1e-3

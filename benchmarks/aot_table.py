@@ -1,0 +1,113 @@
+r"""The largest per-chip batch that fits, and the compiler's estimated throughput, per TPU chip.
+
+  python benchmarks/aot_table.py [--cells=large-128-none-v5p-8,...] [--out=aot_table.jsonl]
+
+For each cell (model, seq len, remat policy, topology) this AOT-compiles the real train step
+(`bert_jax.aot.compile_train_step`, the code behind `bert_jax.train --compile_only`) with the
+config preset's optimizer and a data-parallel mesh over the topology. Per-device memory is
+linear in the per-chip batch b (state + gradients fixed, activations proportional to b), so two
+compiles (b0, 2*b0) give the line, the line gives the largest multiple of 8 under the chip's
+HBM, and a third compile at that batch checks it (stepping down by 8 until it fits) and gives
+XLA's ESTIMATED step time -- an estimate from the cost model, not a measurement. Cells of the
+same (model, seq, remat) on other chips reuse the line and compile once (plus any step-downs).
+
+Each result is appended to --out as one JSON line as soon as it is known, so a long run can be
+read while it goes. TPU compiles are slow on a CPU (BERT-Base 12 layers ~4 min on one core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+DEFAULT_CELLS = [
+    # (preset, seq, max_predictions, remat, topology)
+    ("bert_large", 128, 20, "none", "v5p-8"), ("bert_large", 128, 20, "none", "v5e-8"),
+    ("bert_base", 128, 20, "none", "v5p-8"), ("bert_base", 128, 20, "none", "v5e-8"),
+    ("bert_large", 512, 80, "none", "v5p-8"), ("bert_large", 512, 80, "none", "v5e-8"),
+    ("bert_large", 512, 80, "full", "v5e-8"),
+    ("bert_base", 512, 80, "none", "v5e-8"),
+    ("bert_large", 128, 20, "none", "v4-8"), ("bert_large", 128, 20, "none", "v4-32"),
+    ("bert_large", 128, 20, "none", "v5p-128"),
+]
+
+
+def _config(preset: str, seq: int, preds: int, remat: str, per_chip: int, chips: int):
+  import importlib
+  config = importlib.import_module(f"configs.{preset}").get_config()
+  config.data.seq_len, config.data.max_predictions_per_seq = seq, preds
+  config.model.remat_policy = remat
+  config.model.scan_layers = False
+  config.train.batch_size = per_chip * chips
+  config.train.grad_accum_steps = 1
+  return config
+
+
+def _compile(preset, seq, preds, remat, topology, per_chip):
+  from bert_jax import aot
+  _, _, chips = aot.parse_topology(topology)
+  report = aot.compile_train_step(_config(preset, seq, preds, remat, per_chip, chips), topology)
+  print(f"  {preset} seq {seq} remat {remat} {topology} per-chip batch {per_chip}: "
+        f"{report.per_device_bytes / aot.GiB:.2f} GiB of {report.hbm_bytes / aot.GiB:.0f} "
+        f"({report.compile_s:.0f}s compile)", flush=True)
+  return report
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--cells", default="", help="comma list of preset-seq-remat-topology "
+                 "(e.g. bert_large-128-none-v5p-8); default: the table in docs/launch.md")
+  p.add_argument("--out", default="aot_table.jsonl")
+  args = p.parse_args()
+  cells = DEFAULT_CELLS
+  if args.cells:
+    cells = []
+    for c in args.cells.split(","):
+      preset, seq, remat, topo = c.split("-", 3)
+      cells.append((preset, int(seq), 20 if int(seq) <= 128 else 80, remat, topo))
+  lines = {}  # (preset, seq, remat) -> (fixed bytes, bytes per sequence per chip)
+  for preset, seq, preds, remat, topology in cells:
+    key = (preset, seq, remat)
+    b0 = 32 if seq <= 128 else 8
+    t0 = time.time()
+    compiles = 0
+    if key not in lines:
+      r0 = _compile(preset, seq, preds, remat, topology, b0)
+      r1 = _compile(preset, seq, preds, remat, topology, 2 * b0)
+      compiles += 2
+      slope = (r1.per_device_bytes - r0.per_device_bytes) / b0
+      lines[key] = (r0.per_device_bytes - b0 * slope, slope)
+    fixed, slope = lines[key]
+    from bert_jax import aot
+    hbm = aot.parse_topology(topology)[0].hbm_bytes
+    b = max(8, int((hbm - fixed) // slope) // 8 * 8)
+    while True:
+      report = _compile(preset, seq, preds, remat, topology, b)
+      compiles += 1
+      if report.fits or b <= 8:
+        break
+      b -= 8
+    row = {"preset": preset, "seq_len": seq, "remat": remat, "topology": topology,
+           "chips": report.devices, "per_chip_batch": b if report.fits else 0,
+           "fits": report.fits, "per_device_gib": report.per_device_bytes / aot.GiB,
+           "hbm_gib": report.hbm_bytes / aot.GiB, "fixed_gib": fixed / aot.GiB,
+           "gib_per_sequence": slope / aot.GiB,
+           "estimated_step_ms": report.estimated_step_s * 1e3,
+           "estimated_mfu": report.estimated_mfu,
+           "estimated_seq_per_s_per_chip": report.estimated_seq_per_s / report.devices,
+           "compile_s": report.compile_s, "compiles": compiles,
+           "cell_wall_s": time.time() - t0}
+    print(json.dumps(row), flush=True)
+    with open(args.out, "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+  main()
