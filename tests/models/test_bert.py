@@ -237,3 +237,18 @@ def test_packed_rows_compute_each_sequence_as_if_alone():
   leaky = model(pids, ptt, pam, mpos, position_ids=ppos,
                 cls_positions=np.array([[0, 5, 0]], np.int32))
   assert np.abs(np.asarray(leaky.mlm_logits[0, :2] - alone.mlm_logits[0, :2])).max() > 1e-3
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_drops_at_the_rate_and_keeps_the_expectation(rate):
+  from bert_jax.models.layers import dropout
+  x = jnp.ones((64, 12, 128, 127), jnp.float32)  # odd last axis: two draws per random word
+  y = np.asarray(dropout(x, rate, jax.random.key(3)))
+  dropped = float((y == 0).mean())
+  assert abs(dropped - rate) < 4 * np.sqrt(rate * (1 - rate) / y.size)  # within 4 sigma
+  np.testing.assert_allclose(y.mean(), 1.0, atol=4e-3)
+  # Neighbouring elements (the two halves of one random word) are independent.
+  a, b = (y[..., :63] == 0).ravel(), (y[..., 64:127] == 0).ravel()
+  assert abs(np.mean(a & b) - rate * rate) < 0.01
+  z = np.asarray(dropout(x, rate, jax.random.key(4)))
+  assert (y != z).any() and np.array_equal(y, np.asarray(dropout(x, rate, jax.random.key(3))))
