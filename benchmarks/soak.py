@@ -87,6 +87,8 @@ def main():
     proc.send_signal(signal.SIGTERM)
   rc = proc.wait()
   log.close()
+  with open(os.path.join(args.work_dir, "samples.jsonl"), "w") as f:  # for plots / inspection
+    f.writelines(json.dumps(s) + "\n" for s in samples)
 
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   train = [r for r in rows if r["kind"] == "train"]
@@ -99,6 +101,10 @@ def main():
       "rss_mb_start": settled[0]["rss_mb"] if settled else None,
       "rss_mb_end": settled[-1]["rss_mb"] if settled else None,
       "rss_mb_per_hour": _slope_per_hour(ts, [s["rss_mb"] for s in settled]),
+      "rss_mb_min": min(s["rss_mb"] for s in settled) if settled else None,
+      "rss_mb_max": max(s["rss_mb"] for s in settled) if settled else None,
+      "rss_mb_per_hour_second_half": _slope_per_hour(
+          ts[len(ts) // 2:], [s["rss_mb"] for s in settled][len(ts) // 2:]),
       "threads_start": settled[0]["threads"] if settled else None,
       "threads_end": settled[-1]["threads"] if settled else None,
       "threads_per_hour": _slope_per_hour(ts, [s["threads"] for s in settled]),
@@ -119,8 +125,13 @@ def main():
   print(f"soak: {result['minutes']:.1f} min, {result['steps']} steps, exit status "
         f"{result['exit_status']} (143 = SIGTERM save), {len(samples)} samples every "
         f"{args.sample_s:.0f}s; trends after the first {args.settle_min:.0f} min:")
-  print(f"  RSS      {result['rss_mb_start']:.0f} -> {result['rss_mb_end']:.0f} MB, slope "
-        f"{result['rss_mb_per_hour']:+.1f} MB/hour")
+  print(f"  RSS      {result['rss_mb_start']:.0f} -> {result['rss_mb_end']:.0f} MB (min "
+        f"{result['rss_mb_min']:.0f}, max {result['rss_mb_max']:.0f}), slope "
+        f"{result['rss_mb_per_hour']:+.1f} MB/hour ({result['rss_mb_per_hour_second_half']:+.1f} "
+        "over the second half)")
+  for i in range(0, len(settled), max(1, len(settled) // 12)):
+    print(f"    t={settled[i]['t'] / 60:5.1f} min  RSS {settled[i]['rss_mb']:7.0f} MB  "
+          f"threads {settled[i]['threads']}  fds {settled[i]['fds']}")
   print(f"  threads  {result['threads_start']} -> {result['threads_end']}, slope "
         f"{result['threads_per_hour']:+.2f}/hour")
   print(f"  open fds {result['fds_start']} -> {result['fds_end']}, slope "
