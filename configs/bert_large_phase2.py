@@ -4,10 +4,7 @@ Sized for a v4-32 / v5p-32 slice or 8×H100 (bf16, FSDP 4, save_dots remat):
   python -m bert_jax.train --config=configs/bert_large_phase2.py --workdir=gs://BUCKET/runs/large2 \
       --config.data.data_dir=gs://BUCKET/data/seq512 --config.init_from=gs://BUCKET/runs/large/export
 
-Sequence packing (`--config.data.pack=True`) puts several short sequences in one row with
-block-diagonal attention: on ../shared/corpus at 512 it raises the non-padding fraction of a row
-from 58% to 96% (1.6x the real tokens per step, docs/benchmarks.md). It is off here because it
-also raises the sequences per step (the batch counts rows); turn it on and size the batch for it.
+Sequence packing (`--config.data.pack=True`, off here): see configs/bert_base_phase2.py.
 """
 
 from configs import bert_large
