@@ -27,6 +27,9 @@ CASES = [
     ([TINY, SYNTH, "--config.data.seq_len=1024"],
      "error: --config.data.seq_len=1024 exceeds model.max_position_embeddings=512; prepare "
      "shorter sequences or raise max_position_embeddings"),
+    ([TINY, SYNTH, "--config.data.pack=True"],
+     "error: --config.data.pack=True packs a prepared dataset's sequences; it needs "
+     "data.source=tfds (synthetic batches are full rows)"),
     ([TINY, SYNTH, "--config.optimizer.name=sgd"],
      "error: --config.optimizer.name='sgd' is not one of bert_adam, adamw, lamb"),
     ([TINY], "error: --config.data.data_dir is empty: point it at the directory written by "
