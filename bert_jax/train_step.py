@@ -29,7 +29,8 @@ from flax import nnx
 
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_positions", "masked_ids",
               "masked_weights", "next_sentence_label")
-PACKED_KEYS = ("segment_ids", "position_ids", "cls_positions", "nsp_weights")
+_PACKED_MODEL_INPUTS = ("segment_ids", "position_ids", "cls_positions")  # model(...) kwargs
+PACKED_KEYS = _PACKED_MODEL_INPUTS + ("nsp_weights",)
 
 
 def batch_keys(batch: dict) -> tuple[str, ...]:
@@ -72,7 +73,7 @@ def apply_gradients(state: TrainState, grads, loss, tx: optax.GradientTransforma
 
 def _pretraining_sums(model, batch, rng):
   """Per-micro-batch sums: weighted MLM nll, weights, correct; NSP nll, correct, count."""
-  packed = {k: batch[k] for k in ("segment_ids", "position_ids", "cls_positions") if k in batch}
+  packed = {k: batch[k] for k in _PACKED_MODEL_INPUTS if k in batch}
   out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
               batch["masked_positions"], deterministic=rng is None, dropout_rng=rng, **packed)
   weights = batch["masked_weights"].astype(jnp.float32)  # [B, P]

@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.hidden_dropout_prob = 0.1  # dropout on embeddings and sub-layer outputs.
   c.model.attention_probs_dropout_prob = 0.1  # dropout on attention probabilities.
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32).
-  c.model.scan_layers = False  # unrolled (faster steps, less memory) vs lax.scan (fast compile).
+  c.model.scan_layers = False  # unrolled (faster steps, less memory) vs lax.scan (one layer body).
   c.model.remat_policy = "none"  # none | full | save_dots: recompute activations in backward.
   c.model.attention_impl = "auto"  # auto | xla | cudnn | manual (see models/bert.py).
 

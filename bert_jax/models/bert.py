@@ -204,7 +204,8 @@ class BertEncoder(nnx.Module):
   Applied unrolled (default: XLA schedules and overlaps all layers; on CPU ~10% faster steps
   than a scan, and a third of the scanned program's memory on TPU for BERT-Large) or with
   lax.scan over the layers' parameters stacked on the fly (`scan_layers=True`: one compiled
-  layer body, ~4x faster compiles, at the cost of stacking the weights every step). Both
+  layer body, at the cost of stacking the weights every step; since the layers hold their own
+  parameters it no longer compiles faster on CPU: BERT-Large 36.8 s vs 34.4 s unrolled). Both
   compute the same function from the same parameters.
   """
 
