@@ -135,6 +135,9 @@ class AotReport:
         ("compiler's step-time estimate: not available for scanned layers (XLA's cost model "
          "counts a loop body once); add --config.model.scan_layers=false for it"
          if self.scanned else
+         "compiler's step-time estimate: not available (XLA's cost model returned "
+         f"{self.estimated_step_s!r} s for this chip)"
+         if not self.estimated_step_s > 0 else
          f"compiler's ESTIMATED step time: {self.estimated_step_s * 1e3:.2f} ms -> estimated MFU "
          f"{100 * self.estimated_mfu:.1f}%, {self.estimated_seq_per_s:.0f} sequences/s "
          "(an estimate from XLA's cost model, not a measurement)"),
