@@ -12,6 +12,7 @@ dataset_info.json, metadata.json, a copy of the vocab). See docs/data.md and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -134,7 +135,6 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
   job = pds.Job(settings=settings, vocab_path=tokenizer.path, shards=tuple(shards),
                 num_workers=num_workers or os.cpu_count() or 1,
                 tfds_source_data_dir=tfds_source_data_dir, beam=beam)
-  builder = pds.BertPretraining(data_dir=data_dir, job=job)
   mode = tfds.download.GenerateMode
   config = tfds.download.DownloadConfig(
       download_mode=mode.FORCE_REDOWNLOAD if overwrite else mode.REUSE_DATASET_IF_EXISTS,
@@ -144,7 +144,9 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
   # Nothing is downloaded; keep TFDS's download manager out of data_dir.
   download_dir = tempfile.mkdtemp(prefix="bert_jax_prepare_")
   try:
-    builder.download_and_prepare(download_dir=download_dir, download_config=config)
+    with contextlib.nullcontext() if beam else pds.worker_pool(job) as pool:
+      builder = pds.BertPretraining(data_dir=data_dir, job=job, pool=pool)
+      builder.download_and_prepare(download_dir=download_dir, download_config=config)
   finally:
     shutil.rmtree(download_dir, ignore_errors=True)
   return out

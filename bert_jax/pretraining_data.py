@@ -42,7 +42,10 @@ import numpy as np
 from etils import epath
 
 MASKING_MODES = ("dynamic", "static")
-DEFAULT_SHARD_BYTES = 1 << 20
+# 256 KiB: a unit of parallel work small enough that a small corpus keeps every core busy (1 MiB
+# shards left one of two workers idle on the 1.2 MB sample: 1.03 s vs 0.76 s), and a random-next
+# pool of dozens to hundreds of documents.
+DEFAULT_SHARD_BYTES = 1 << 18
 
 
 class DataError(ValueError):

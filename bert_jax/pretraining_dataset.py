@@ -26,6 +26,7 @@ prepare leaves no dataset that loads.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging as std_logging
 import multiprocessing
@@ -118,8 +119,9 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
   # the file itself is the same answer (used only to look for a checksums file).
   code_path = epath.Path(__file__)
 
-  def __init__(self, *, job: Job | None = None, **kwargs):
+  def __init__(self, *, job: Job | None = None, pool=None, **kwargs):
     self._job = job
+    self._pool = pool  # worker_pool(job), held by the caller across both splits; None: per split
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -157,7 +159,7 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
     total = _total_work(job)
     start = time.time()
     last_log = start
-    for shard, instances, stats in _map_shards(job, split):
+    for shard, instances, stats in _map_shards(job, split, self._pool):
       counts.update(stats)
       for i, instance in enumerate(instances):
         yield f"{shard.index:06d}_{i:07d}", _to_example(instance)
@@ -248,25 +250,38 @@ def _worker_init():
   std_logging.getLogger().setLevel(std_logging.WARNING)
 
 
-def _map_shards(job: Job, split: str):
-  """process_shard over all shards, in order, on `job.num_workers` processes."""
+def worker_pool(job: Job):
+  """The worker processes for `job`'s shards (a context manager), or None for one worker.
+
+  prepare() holds one across both splits (forking a process with TensorFlow loaded costs tens of
+  milliseconds); without one, each split makes its own. Text shards: forked workers run only
+  tokenizers + numpy + Python (never TF, which this process has loaded). A TFDS source is read
+  with TF in the workers: spawn fresh processes.
+  """
   if job.num_workers <= 1 or len(job.shards) <= 1:
-    for shard in job.shards:
-      yield process_shard(job, shard, split)
-    return
-  # Text shards: forked workers run only tokenizers + numpy + Python (never TF, which this
-  # process has loaded). A TFDS source is read with TF in the workers: spawn fresh processes.
+    return contextlib.nullcontext(None)
   text = isinstance(job.shards[0], pdata.TextShard)
   ctx = multiprocessing.get_context("fork" if text else "spawn")
-  with ctx.Pool(min(job.num_workers, len(job.shards)), initializer=_worker_init) as pool:
-    pending = collections.deque()
-    shards = iter(job.shards)
-    for shard in shards:
-      pending.append(pool.apply_async(process_shard, (job, shard, split)))
-      if len(pending) >= 2 * job.num_workers:
-        yield pending.popleft().get()
-    while pending:
+  return ctx.Pool(min(job.num_workers, len(job.shards)), initializer=_worker_init)
+
+
+def _map_shards(job: Job, split: str, pool=None):
+  """process_shard over all shards, in order, on `pool` (or a pool of its own)."""
+  if pool is None:
+    with worker_pool(job) as own:
+      if own is None:
+        for shard in job.shards:
+          yield process_shard(job, shard, split)
+      else:
+        yield from _map_shards(job, split, own)
+    return
+  pending = collections.deque()
+  for shard in job.shards:
+    pending.append(pool.apply_async(process_shard, (job, shard, split)))
+    if len(pending) >= 2 * job.num_workers:
       yield pending.popleft().get()
+  while pending:
+    yield pending.popleft().get()
 
 
 # --------------------------------------------------------------------------- Apache Beam

@@ -158,8 +158,8 @@ def _wordpiece(path: str, lower_case: bool | None) -> Tokenizer:
                                              strip_accents=lower_case, lowercase=lower_case)
   hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
 
-  def encode(texts):
-    return [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+  def encode(texts):  # _fast: the same ids without computing offsets (~20% less time)
+    return [e.ids for e in hf.encode_batch_fast(texts, add_special_tokens=False)]
 
   def encode_with_offsets(texts):  # HF offsets are already in the original text's characters
     return [(e.ids, [tuple(o) for o in e.offsets])

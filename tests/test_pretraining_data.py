@@ -144,7 +144,7 @@ def tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def documents(tokenizer):
-  shard = pdata.plan_text_shards([SAMPLE_CORPUS])[0]
+  shard = pdata.plan_text_shards([SAMPLE_CORPUS], shard_bytes=1 << 20)[0]  # the whole sample
   raw, invalid = pdata.read_text_documents(shard)
   assert invalid == 0 and len(raw) == 83
   return pdata.tokenize_documents(tokenizer, raw)
