@@ -66,6 +66,7 @@ def _compile(preset, seq, preds, remat, topology, per_chip):
 
 
 def main():
+  from bert_jax import aot
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--cells", default="", help="comma list of preset-seq-remat-topology "
                  "(e.g. bert_large-128-none-v5p-8); default: the table in docs/launch.md")
@@ -78,9 +79,9 @@ def main():
       preset, seq, remat, topo = c.split("-", 3)
       cells.append((preset, int(seq), 20 if int(seq) <= 128 else 80, remat, topo))
   lines = {}  # (preset, seq, remat) -> (fixed bytes, bytes per sequence per chip)
+  usable_hbm = {}  # chip -> the HBM XLA lets a program use, learned from a refusal
   done = set()
   if os.path.exists(args.out):  # resume: reuse the memory lines and skip finished cells
-    from bert_jax import aot
     with open(args.out) as f:
       for row in map(json.loads, filter(str.strip, f)):
         key = (row["preset"], row["seq_len"], row["remat"])
@@ -101,15 +102,34 @@ def main():
       slope = (r1.per_device_bytes - r0.per_device_bytes) / b0
       lines[key] = (r0.per_device_bytes - b0 * slope, slope)
     fixed, slope = lines[key]
-    from bert_jax import aot
     hbm = aot.parse_topology(topology)[0].hbm_bytes
-    b = max(8, int((hbm - fixed) // slope) // 8 * 8)
-    while True:
-      report = _compile(preset, seq, preds, remat, topology, b)
+    usable = usable_hbm.get(topology.split("-")[0], hbm)
+    best, b, tried = None, max(8, int((usable - fixed) // slope) // 8 * 8), set()
+    while b >= 8 and b not in tried:
+      tried.add(b)
       compiles += 1
-      if report.fits or b <= 8:
+      try:
+        report = _compile(preset, seq, preds, remat, topology, b)
+      except aot.DoesNotFit as e:  # the TPU compiler refuses past its usable HBM
+        print(f"  per-chip batch {b}: does not fit ({e.required_gib}G of "
+              f"{e.available_gib}G for temporaries)", flush=True)
+        if e.available_gib == e.available_gib:  # learn the usable HBM (v4: 30.75 of 32 GiB)
+          usable = min(usable, e.available_gib * aot.GiB)
+          usable_hbm[topology.split("-")[0]] = usable
+        b = min(b - 8, int((usable - fixed) // slope) // 8 * 8)
+        report = None
+      if report is not None and not report.fits:
+        b -= max(8, -int(-(report.per_device_bytes - hbm) // slope) // 8 * 8)
+      elif report is not None:
+        best = report
+        # After a refusal taught us the usable HBM, one more try where the line says it ends.
+        b = b + int((usable - report.per_device_bytes) // slope) // 8 * 8 if usable < hbm else b
+      if best is not None and b <= best.batch_size // best.devices:
         break
-      b -= 8
+    if best is None:
+      print(f"  {preset} seq {seq} remat {remat} {topology}: nothing fits", flush=True)
+      continue
+    report, b = best, best.batch_size // best.devices
     est_ok = report.estimated_step_s > 0
     row = {"preset": preset, "seq_len": seq, "remat": remat, "topology": topology,
            "chips": report.devices, "per_chip_batch": b if report.fits else 0,

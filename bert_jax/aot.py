@@ -19,7 +19,6 @@ import re
 import jax
 import numpy as np
 
-from bert_jax import flops as flops_lib
 from bert_jax import sharding, train_lib
 from bert_jax.train_step import BATCH_KEYS
 
@@ -101,6 +100,27 @@ def topology_devices(topology: str, num_slices: int = 1):
   return chip, name, list(desc.devices)
 
 
+class DoesNotFit(ValueError):
+  """The TPU compiler refused the train step: it needs more HBM than the chip has."""
+
+  def __init__(self, config, topology: str, devices: int, xla_message: str):
+    line = next((ln for ln in xla_message.splitlines() if "RESOURCE_EXHAUSTED" in ln),
+                xla_message.strip().splitlines()[0])
+    detail = line.split("RESOURCE_EXHAUSTED:", 1)[-1].strip()[:300]
+    # "...required for HLO temporaries (33.21G) exceeds available HBM (30.75G)" or
+    # "Ran out of memory in memory space hbm. Used 40.5G of 15.75G hbm."
+    m = (re.search(r"\(([0-9.]+)G\) exceeds available HBM \(([0-9.]+)G\)", detail)
+         or re.search(r"Used ([0-9.]+)G of ([0-9.]+)G hbm", detail))
+    self.required_gib, self.available_gib = ((float(m.group(1)), float(m.group(2))) if m
+                                             else (float("nan"), float("nan")))
+    b = config.train.batch_size
+    super().__init__(
+        f"--topology={topology}: the train step does not fit in HBM (XLA: {detail}); lower "
+        f"--config.train.batch_size (now {b}, {b // max(devices, 1)} per chip), set "
+        "--config.model.remat_policy=full or save_dots, or shard parameters with "
+        "--config.mesh.fsdp=N")
+
+
 @dataclasses.dataclass
 class AotReport:
   topology: str
@@ -159,7 +179,13 @@ def compile_train_step(config, topology: str, num_slices: int = 1) -> AotReport:
                                    np.float32 if k == "masked_weights" else np.int32,
                                    sharding=setup.batch_sharding) for k in BATCH_KEYS}
   t = time.perf_counter()
-  compiled = setup.train_step.lower(setup.abstract_state, batch).compile()
+  lowered = setup.train_step.lower(setup.abstract_state, batch)
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # XLA:TPU refuses to compile a program larger than the chip's HBM
+    if "RESOURCE_EXHAUSTED" not in str(e) or "HBM" not in str(e):
+      raise
+    raise DoesNotFit(config, topology, len(devices), str(e)) from None
   compile_s = time.perf_counter() - t
   mem = compiled.memory_analysis()
   per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes

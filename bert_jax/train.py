@@ -424,7 +424,12 @@ def main(argv):
       raise UserError("--config is required, e.g. --config=configs/tiny.py")
     if _COMPILE_ONLY.value:
       from bert_jax import aot
-      aot.compile_only(config, _TOPOLOGY.value, _NUM_SLICES.value)
+      if not _TOPOLOGY.value:
+        raise UserError("--compile_only needs --topology, e.g. --topology=v5p-8")
+      try:
+        aot.compile_only(config, _TOPOLOGY.value, _NUM_SLICES.value)
+      except aot.DoesNotFit as e:
+        raise UserError(str(e)) from None
       return
     if not _WORKDIR.value:
       raise UserError("--workdir is required (a local path or gs://bucket/path)")

@@ -38,3 +38,34 @@ def test_compile_only_for_a_v5p_2x2x1(tmp_path):
   scanned = run_cli([f"--config={REPO / 'configs' / 'tiny.py'}", "--compile_only",
                      "--topology=v5p:2x2x1", "--config.model.scan_layers=true"], timeout=900)
   assert "not available for scanned layers" in scanned.stdout, scanned.stderr[-2000:]
+  # 65,536 sequences per chip: the MLM logits alone (65,536 x 20 x 30,522 fp32) pass 95 GiB.
+  too_big = run_cli([f"--config={REPO / 'configs' / 'tiny.py'}", "--compile_only",
+                     "--topology=v5p:2x2x1", "--config.train.batch_size=262144"], timeout=900)
+  assert too_big.returncode == 2, too_big.stderr[-2000:]
+  last = too_big.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: --topology=v5p:2x2x1: the train step does not fit in HBM (XLA: ")
+  assert last.endswith("lower --config.train.batch_size (now 262144, 65536 per chip), set "
+                       "--config.model.remat_policy=full or save_dots, or shard parameters with "
+                       "--config.mesh.fsdp=N")
+
+
+def test_compile_only_needs_a_topology():
+  proc = run_cli([f"--config={REPO / 'configs' / 'tiny.py'}", "--compile_only"], timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: --compile_only needs --topology, e.g. --topology=v5p-8")
+
+
+def test_does_not_fit_message_names_the_flags():
+  import ml_collections
+  config = ml_collections.ConfigDict({"train": {"batch_size": 3264}})
+  xla = ("jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total "
+         "memory required for HLO temporaries (33.21G) exceeds available HBM (30.75G).")
+  e = aot.DoesNotFit(config, "v4-8", 4, "Traceback ...\n" + xla)
+  assert (e.required_gib, e.available_gib) == (33.21, 30.75)
+  assert str(e) == (
+      "--topology=v4-8: the train step does not fit in HBM (XLA: Ran out of memory on HBM, the "
+      "total memory required for HLO temporaries (33.21G) exceeds available HBM (30.75G).); "
+      "lower --config.train.batch_size (now 3264, 816 per chip), set "
+      "--config.model.remat_policy=full or save_dots, or shard parameters with "
+      "--config.mesh.fsdp=N")
