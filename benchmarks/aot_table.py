@@ -65,13 +65,42 @@ def _compile(preset, seq, preds, remat, topology, per_chip):
   return report
 
 
+NAMES = {"bert_base": "BERT-Base", "bert_large": "BERT-Large"}
+
+
+def markdown(path: str) -> str:
+  """The rows of `path` as a markdown table (what docs/benchmarks.md shows)."""
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  order = {"bert_base": 0, "bert_large": 1}
+  rows.sort(key=lambda r: (order.get(r["preset"], 2), r["seq_len"], r["remat"],
+                           r["topology"].split("-")[0], r["chips"]))
+  out = ["| model | seq | remat | topology (chips) | largest per-chip batch | memory per chip "
+         "| estimated step | estimated MFU | estimated seq/s per chip |",
+         "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    est = r["estimated_step_ms"] is not None
+    out.append(
+        f"| {NAMES.get(r['preset'], r['preset'])} "
+        f"| {r['seq_len']} | {r['remat']} | {r['topology']} ({r['chips']}) "
+        f"| {r['per_chip_batch']} | {r['per_device_gib']:.1f} of {r['hbm_gib']:.0f} GiB "
+        + (f"| {r['estimated_step_ms']:.0f} ms | {100 * r['estimated_mfu']:.1f}% "
+           f"| {r['estimated_seq_per_s_per_chip']:,.0f} |" if est else "| n/a | n/a | n/a |"))
+  return "\n".join(out)
+
+
 def main():
   from bert_jax import aot
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--cells", default="", help="comma list of preset-seq-remat-topology "
                  "(e.g. bert_large-128-none-v5p-8); default: the table in docs/launch.md")
   p.add_argument("--out", default="aot_table.jsonl")
+  p.add_argument("--markdown", action="store_true",
+                 help="print --out's rows as the markdown table in docs/benchmarks.md; compile nothing")
   args = p.parse_args()
+  if args.markdown:
+    print(markdown(args.out))
+    return
   cells = DEFAULT_CELLS
   if args.cells:
     cells = []
