@@ -269,6 +269,17 @@ def _word_starts(tf, info: dict):
   return tf.constant(tokenizer.is_word_start)
 
 
+def _packed_layout(seq_len: int, max_predictions_per_seq: int, max_sequences_per_row: int):
+  """Each packed key -> (dtype, shape of one row): what pack_examples builds, in order."""
+  L, P, S = seq_len, max_predictions_per_seq, max_sequences_per_row
+  return {"input_ids": (np.int32, (L,)), "token_type_ids": (np.int32, (L,)),
+          "attention_mask": (np.int32, (L,)), "segment_ids": (np.int32, (L,)),
+          "position_ids": (np.int32, (L,)), "masked_positions": (np.int32, (P,)),
+          "masked_ids": (np.int32, (P,)), "masked_weights": (np.float32, (P,)),
+          "cls_positions": (np.int32, (S,)), "next_sentence_label": (np.int32, (S,)),
+          "nsp_weights": (np.float32, (S,)), "row_used": (bool, ())}
+
+
 def pack_examples(batch: dict, *, max_sequences_per_row: int, pad_id: int) -> dict:
   """Packs a group of N masked examples (a batch dict as `_parse_and_mask` makes it) into at most
   N rows, first-fit decreasing by length under the budgets L tokens, S sequences and P masked
@@ -293,56 +304,42 @@ def pack_examples(batch: dict, *, max_sequences_per_row: int, pad_id: int) -> di
     fill[r] += lengths[i]
     preds[r] += npred[i]
     count[r] += 1
-  out = {
-      "input_ids": np.full((n, length), pad_id, np.int32),
-      "token_type_ids": np.zeros((n, length), np.int32),
-      "attention_mask": np.zeros((n, length), np.int32),
-      "segment_ids": np.zeros((n, length), np.int32),
-      "position_ids": np.zeros((n, length), np.int32),
-      "masked_positions": np.zeros((n, p), np.int32),
-      "masked_ids": np.zeros((n, p), np.int32),
-      "masked_weights": np.zeros((n, p), np.float32),
-      "cls_positions": np.zeros((n, s), np.int32),
-      "next_sentence_label": np.zeros((n, s), np.int32),
-      "nsp_weights": np.zeros((n, s), np.float32),
-  }
-  fill[:] = preds[:] = count[:] = 0
-  for i in range(n):  # sequences keep their group order within a row
-    r, ln, k, start, q0 = row_of[i], lengths[i], count[row_of[i]], fill[row_of[i]], preds[row_of[i]]
-    out["input_ids"][r, start:start + ln] = ids[i, :ln]
-    out["token_type_ids"][r, start:start + ln] = types[i, :ln]
-    out["attention_mask"][r, start:start + ln] = 1
-    out["segment_ids"][r, start:start + ln] = k + 1
-    out["position_ids"][r, start:start + ln] = np.arange(ln)
-    q = npred[i]
-    out["masked_positions"][r, q0:q0 + q] = batch["masked_positions"][i, :q] + start
-    out["masked_ids"][r, q0:q0 + q] = batch["masked_ids"][i, :q]
-    out["masked_weights"][r, q0:q0 + q] = batch["masked_weights"][i, :q]
-    out["cls_positions"][r, k] = start
+  # Within a row, sequences keep their group order: each one's token offset, prediction offset
+  # and slot are the sums over the row's earlier sequences.
+  order = np.lexsort((np.arange(n), row_of))
+  first = np.r_[True, row_of[order][1:] != row_of[order][:-1]]
+  def exclusive_in_row(x):
+    c = np.cumsum(x[order]) - x[order]
+    return c - np.maximum.accumulate(np.where(first, c, 0))
+  start, q0, slot = (np.empty(n, np.int64) for _ in range(3))
+  start[order] = exclusive_in_row(lengths)
+  q0[order] = exclusive_in_row(npred)
+  slot[order] = exclusive_in_row(np.ones(n, np.int64))
+  layout = _packed_layout(length, p, s)
+  out = {k: np.zeros((n,) + shape, dtype) for k, (dtype, shape) in layout.items()}
+  out["input_ids"][:] = pad_id
+  for i in range(n):
+    r, ln, k, a, q = row_of[i], lengths[i], slot[i], start[i], npred[i]
+    out["input_ids"][r, a:a + ln] = ids[i, :ln]
+    out["token_type_ids"][r, a:a + ln] = types[i, :ln]
+    out["attention_mask"][r, a:a + ln] = 1
+    out["segment_ids"][r, a:a + ln] = k + 1
+    out["position_ids"][r, a:a + ln] = np.arange(ln)
+    out["masked_positions"][r, q0[i]:q0[i] + q] = batch["masked_positions"][i, :q] + a
+    out["masked_ids"][r, q0[i]:q0[i] + q] = batch["masked_ids"][i, :q]
+    out["masked_weights"][r, q0[i]:q0[i] + q] = batch["masked_weights"][i, :q]
+    out["cls_positions"][r, k] = a
     out["next_sentence_label"][r, k] = batch["next_sentence_label"][i]
     out["nsp_weights"][r, k] = 1.0
-    fill[r] += ln
-    preds[r] += q
-    count[r] += 1
   out["row_used"] = np.arange(n) < nrows
   return out
-
-
-_PACKED_DTYPES = {"input_ids": np.int32, "token_type_ids": np.int32, "attention_mask": np.int32,
-                  "segment_ids": np.int32, "position_ids": np.int32, "masked_positions": np.int32,
-                  "masked_ids": np.int32, "masked_weights": np.float32, "cls_positions": np.int32,
-                  "next_sentence_label": np.int32, "nsp_weights": np.float32, "row_used": bool}
 
 
 def _pack_fn(tf, *, seq_len: int, max_predictions_per_seq: int, max_sequences_per_row: int,
              pad_id: int):
   """tf.data map: a masked group [N, ...] -> packed rows [N, ...] + row_used, via numpy."""
-  keys = list(_PACKED_DTYPES)
-  shapes = {"cls_positions": [max_sequences_per_row], "next_sentence_label":
-            [max_sequences_per_row], "nsp_weights": [max_sequences_per_row],
-            "masked_positions": [max_predictions_per_seq], "masked_ids":
-            [max_predictions_per_seq], "masked_weights": [max_predictions_per_seq],
-            "row_used": []}
+  layout = _packed_layout(seq_len, max_predictions_per_seq, max_sequences_per_row)
+  keys = list(layout)
   in_keys = ("input_ids", "token_type_ids", "attention_mask", "masked_positions", "masked_ids",
              "masked_weights", "next_sentence_label")
 
@@ -353,12 +350,10 @@ def _pack_fn(tf, *, seq_len: int, max_predictions_per_seq: int, max_sequences_pe
 
   def fn(batch):
     outs = tf.numpy_function(np_pack, [batch[k] for k in in_keys],
-                             [tf.as_dtype(_PACKED_DTYPES[k]) for k in keys], stateful=False)
-    result = {}
+                             [tf.as_dtype(layout[k][0]) for k in keys], stateful=False)
     for k, v in zip(keys, outs):
-      v.set_shape([None] + shapes.get(k, [seq_len]))
-      result[k] = v
-    return result
+      v.set_shape((None,) + layout[k][1])
+    return dict(zip(keys, outs))
 
   return fn
 
