@@ -145,7 +145,9 @@ def main():
         if e.available_gib == e.available_gib:  # learn the usable HBM (v4: 30.75 of 32 GiB)
           usable = min(usable, e.available_gib * aot.GiB)
           usable_hbm[topology.split("-")[0]] = usable
-        b = min(b - 8, int((usable - fixed) // slope) // 8 * 8)
+        # Temporaries grow about in proportion to the batch (the v5p line under-counts v4's).
+        scale = e.available_gib / e.required_gib if e.required_gib > 0 else 0.9
+        b = min(b - 8, int((usable - fixed) // slope) // 8 * 8, int(b * scale) // 8 * 8)
         report = None
       if report is not None and not report.fits:
         b -= max(8, -int(-(report.per_device_bytes - hbm) // slope) // 8 * 8)
