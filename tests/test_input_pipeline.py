@@ -237,14 +237,16 @@ def _sequences(batch):
 
 
 def test_packing_keeps_every_sequence_whole_within_the_budgets(data_dir):
-  group = next(_train(data_dir, batch_size=128))
+  # 512 sequences hold dozens of at most L/2 tokens whatever vocabulary the (not bit-for-bit
+  # reproducible) WordPiece trainer produced, so some rows must take several sequences.
+  group = next(_train(data_dir, batch_size=512))
   rows = ip.pack_examples(group, max_sequences_per_row=3, pad_id=0)
   used = rows.pop("row_used")
-  assert used.sum() < 128  # short sequences were packed together
+  assert used.sum() < 512  # short sequences were packed together
   assert not used[used.sum():].any()  # used rows first
   rows = {k: v[used] for k, v in rows.items()}
   assert _sequences(rows) == _sequences(group)  # nothing dropped, cut or changed
-  assert rows["segment_ids"].max() <= 3 and rows["nsp_weights"].sum() == 128
+  assert rows["segment_ids"].max() <= 3 and rows["nsp_weights"].sum() == 512
   assert (rows["masked_weights"] > 0).sum() == (group["masked_weights"] > 0).sum()
 
 

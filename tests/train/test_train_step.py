@@ -95,12 +95,13 @@ def test_packed_batch_trains_like_the_same_sequences_unpacked(sample_data):
   accuracies, same updated parameters (dropout off: it is the same function)."""
   from bert_jax import input_pipeline
   _, data_dir = sample_data
-  group = next(input_pipeline.train_iterator(data_dir, batch_size=128, seq_len=64,
+  # 512 sequences: dozens of at most 32 tokens whatever the sample vocabulary, so rows pack.
+  group = next(input_pipeline.train_iterator(data_dir, batch_size=512, seq_len=64,
                                              max_predictions_per_seq=10, seed=0))
   rows = input_pipeline.pack_examples(group, max_sequences_per_row=4, pad_id=0)
   used = rows.pop("row_used")
   rows = {k: v[used] for k, v in rows.items()}
-  assert len(rows["input_ids"]) < 128
+  assert len(rows["input_ids"]) < 512
   config = tiny_config(**{"model.hidden_dropout_prob": 0.0,
                           "model.attention_probs_dropout_prob": 0.0})
   mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
@@ -113,6 +114,6 @@ def test_packed_batch_trains_like_the_same_sequences_unpacked(sample_data):
   (m0, p0), (m1, p1) = results
   for k in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "grad_norm"):
     np.testing.assert_allclose(m1[k], m0[k], rtol=2e-5, err_msg=k)
-  assert m0["sequences"] == m1["sequences"] == 128 and m0["tokens"] == m1["tokens"]
+  assert m0["sequences"] == m1["sequences"] == 512 and m0["tokens"] == m1["tokens"]
   for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p0)):
     np.testing.assert_allclose(a, b, atol=1e-5)
