@@ -41,19 +41,74 @@ def activation(name: str):
   raise ValueError(f"unknown activation {name!r}")
 
 
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+  """The Threefry-2x32 hash (20 rounds) that jax.random uses, as plain elementwise uint32 ops.
+
+  Equal to `jax.extend.random.threefry_2x32` (tested). Written out so XLA fuses it into its
+  consumer: on CPU, jax.random lowers the hash as a rolled loop that copies its state every
+  iteration, and the dropout draws of one BERT-Base step (~19M random words) pay for that."""
+  def rotl(v, r):
+    return (v << jnp.uint32(r)) | (v >> jnp.uint32(32 - r))
+  ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+  x1, x2 = x1 + ks[0], x2 + ks[1]
+  for i in range(5):
+    for r in _THREEFRY_ROTATIONS[i % 2]:
+      x1 = x1 + x2
+      x2 = rotl(x2, r) ^ x1
+    x1 = x1 + ks[(i + 1) % 3]
+    x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+  return x1, x2
+
+
+def _key_words(rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Two uint32 words keying the hash: a threefry key's own data, else two draws from it."""
+  data = jax.random.key_data(rng)
+  if data.shape != (2,):
+    data = jax.random.bits(rng, (2,), jnp.uint32)
+  return data[0], data[1]
+
+
+def dropout_keep_mask(rng: jax.Array, shape: Sequence[int], rate: float) -> jax.Array:
+  """bool `shape`, True where an element is kept; P(drop) = round(rate * 65536) / 65536.
+
+  Counter-based: element (..., 4 * i + j) of a row uses 16-bit half j of the Threefry-2x32 hash
+  of the counter (row's leading index, flat index of (..., i)) under `rng`'s key: one hash
+  gives four draws. Counters are iotas over the global shape, so under a sharded jit every
+  device computes exactly its slice of the same mask (sharded == unsharded)."""
+  *lead, last = shape
+  q = -(-last // 4)
+  counter_shape = (*lead, q, 1)
+  iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, counter_shape, axis)  # noqa: E731
+  if math.prod(counter_shape[1:] if lead else counter_shape) >= 2**32:
+    raise ValueError(f"dropout over shape {tuple(shape)}: more than 2**32 draws per leading row")
+  hi = iota(0) if lead else jnp.zeros(counter_shape, jnp.uint32)
+  lo, stride = jnp.zeros(counter_shape, jnp.uint32), 1
+  for axis in range(len(counter_shape) - 2, 0 if lead else -1, -1):
+    lo = lo + iota(axis) * jnp.uint32(stride)
+    stride *= counter_shape[axis]
+  b1, b2 = threefry2x32(*_key_words(rng), hi, lo)  # [..., q, 1] each
+  j = jax.lax.broadcasted_iota(jnp.uint32, (*lead, q, 4), len(lead) + 1)
+  words = jnp.where(j < 2, b1, b2)  # [..., q, 4]: broadcast, no concatenation
+  draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
+  keep = (draws >= jnp.uint32(round(rate * 65536))).reshape(*lead, 4 * q)
+  return keep if 4 * q == last else keep[..., :last]
+
+
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
   """Inverted dropout; identity when `rng` is None (deterministic) or the rate is 0.
 
-  An element is dropped when a 16-bit uniform draw is below round(rate * 65536) (P(drop) within
-  1e-5 of `rate`); each 32-bit random word gives two draws, halving the random-number work,
-  which is a large part of a CPU step with BERT's attention dropout. Random bits are drawn in
-  x's shape (last axis halved), so they stay partitioned like x under sharding."""
+  The mask (`dropout_keep_mask`) is Threefry-2x32 over counters in x's shape, computed in
+  fused elementwise code with four 16-bit draws per hash: BERT's attention dropout needs
+  B·N·L² draws per layer, and this is a quarter of the hashing of one 32-bit draw each, with no
+  random-bits array written to memory. Counters follow x's (global) shape, so the draws stay
+  partitioned like x under sharding."""
   if rng is None or rate == 0.0:
     return x
-  *lead, last = x.shape
-  bits = jax.random.bits(rng, (*lead, (last + 1) // 2), jnp.uint32)
-  draws = jnp.concatenate([bits & 0xFFFF, bits >> 16], axis=-1)[..., :last]
-  keep = draws >= jnp.uint32(round(rate * 65536))
+  keep = dropout_keep_mask(rng, x.shape, rate)
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 

@@ -242,13 +242,29 @@ def test_packed_rows_compute_each_sequence_as_if_alone():
 @pytest.mark.parametrize("rate", [0.1, 0.5])
 def test_dropout_drops_at_the_rate_and_keeps_the_expectation(rate):
   from bert_jax.models.layers import dropout
-  x = jnp.ones((64, 12, 128, 127), jnp.float32)  # odd last axis: two draws per random word
+  x = jnp.ones((64, 12, 128, 127), jnp.float32)  # last axis not a multiple of 4 draws per hash
   y = np.asarray(dropout(x, rate, jax.random.key(3)))
   dropped = float((y == 0).mean())
   assert abs(dropped - rate) < 4 * np.sqrt(rate * (1 - rate) / y.size)  # within 4 sigma
   np.testing.assert_allclose(y.mean(), 1.0, atol=4e-3)
-  # Neighbouring elements (the two halves of one random word) are independent.
-  a, b = (y[..., :63] == 0).ravel(), (y[..., 64:127] == 0).ravel()
-  assert abs(np.mean(a & b) - rate * rate) < 0.01
+  # The four draws of one hash (elements 4i..4i+3: both halves of both words) are independent
+  # of each other, and so are neighbouring hashes.
+  d = (y[..., :124] == 0).reshape(-1, 31, 4)
+  both = rate * rate
+  tolerance = 6 * np.sqrt(both * (1 - both) / d[..., 0].size)  # 6 sigma of a pair frequency
+  for j, k in ((0, 1), (0, 2), (1, 3), (2, 3)):
+    assert abs(np.mean(d[..., j] & d[..., k]) - both) < tolerance, (j, k)
+  assert abs(np.mean(d[:, :-1, 3] & d[:, 1:, 0]) - both) < tolerance
   z = np.asarray(dropout(x, rate, jax.random.key(4)))
   assert (y != z).any() and np.array_equal(y, np.asarray(dropout(x, rate, jax.random.key(3))))
+
+
+def test_dropout_hash_is_jax_threefry():
+  """layers.threefry2x32 is the hash jax.random is built on, bit for bit."""
+  from jax.extend.random import threefry_2x32
+
+  from bert_jax.models.layers import threefry2x32
+  key = jnp.array([0x12345678, 0x9ABCDEF0], jnp.uint32)
+  count = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, 4096, dtype=np.uint32))
+  hi, lo = threefry2x32(key[0], key[1], count[:2048], count[2048:])
+  np.testing.assert_array_equal(np.concatenate([hi, lo]), np.asarray(threefry_2x32(key, count)))
