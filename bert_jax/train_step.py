@@ -58,15 +58,24 @@ def apply_gradients(state: TrainState, grads, loss, tx: optax.GradientTransforma
                     ) -> tuple[TrainState, jax.Array, jax.Array]:
   """The optimizer update, applied only when loss and gradients are finite (otherwise params
   and optimizer state stay as they were and `skipped_steps` counts it). Returns
-  (new state, gradient global norm, finite)."""
+  (new state, gradient global norm, finite).
+
+  A `lax.cond`, not a select between new and old values: only the taken branch runs, the update
+  writes the donated buffers in place, and a select would read the old and new state of every
+  parameter and moment (plus copies to keep the old ones alive): ~35% of the optimizer's time
+  on CPU for BERT-Base."""
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+  def update(operands):
+    params, opt_state = operands
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_opt_state
+
+  params, opt_state = jax.lax.cond(finite, update, lambda operands: operands,
+                                   (state.params, state.opt_state))
   return state.replace(
-      step=state.step + 1, params=keep(new_params, state.params),
-      opt_state=keep(new_opt_state, state.opt_state),
+      step=state.step + 1, params=params, opt_state=opt_state,
       skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
   ), grad_norm, finite
 
