@@ -15,7 +15,10 @@ same invocation and on the same shapes:
 Each runs in its own subprocess (clean peak-RSS numbers). MFU = model FLOPs per token
 (bert-reference.md, gathered MLM) x tokens/s / the fp32 2048^3 matmul rate measured in this run
 (best of 10) on CPU; on GPU/TPU over the chip's dense bf16 datasheet peak (bert_jax/flops.py).
-Peak memory = the process's peak RSS above its RSS after imports. With --json the
+Peak memory = the process's peak RSS above its RSS after imports. "ours" (and the matmul
+peak) run in the process environment `python -m bert_jax.train` gives itself (glibc's
+huge-page tunable, bert_jax/host_memory.py); the peers run as they start by default, or in
+the same environment with --peers_huge_pages. With --json the
 last line is one JSON object.
 """
 
@@ -253,6 +256,14 @@ def _ensure_flax_venv() -> str:
   return py
 
 
+def host_environ(env: dict) -> dict:
+  """The process environment `python -m bert_jax.train` runs in (it re-executes itself with
+  glibc's huge-page tunable: bert_jax/host_memory.py)."""
+  sys.path.insert(0, REPO)
+  from bert_jax import host_memory
+  return host_memory.huge_pages_environ(env) or env
+
+
 def _run_worker(name: str, args, python: str | None = None) -> dict:
   cmd = [python or sys.executable, os.path.abspath(__file__), f"--worker={name}",
          f"--model={args.model}", f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}",
@@ -262,6 +273,8 @@ def _run_worker(name: str, args, python: str | None = None) -> dict:
     cmd.append("--scan")
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
              TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO if name != "hf_flax" else "")
+  if name in ("ours", "peak") or args.peers_huge_pages:
+    env = host_environ(env)
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
   if proc.returncode:
     raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
@@ -287,6 +300,9 @@ def main():
   p.add_argument("--rounds", type=int, default=1,
                  help="repeat the whole comparison, interleaved (ours, peers, ours, ...), and "
                       "take medians over all rounds: steadier ratios on a noisy machine")
+  p.add_argument("--peers_huge_pages", action="store_true",
+                 help="run the peers in the host environment bert_jax.train gives itself "
+                      "(glibc huge pages) too, instead of as they start by default")
   p.add_argument("--json", action="store_true")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   args = p.parse_args()
@@ -333,6 +349,11 @@ def main():
         f"{args.max_predictions} masked/seq; {peak_how} {peak / 1e9:.1f} GFLOP/s; "
         f"{fpt / 1e9:.4g} GFLOP/token; median of {args.steps} steps x {args.rounds} interleaved "
         f"round(s), each after {args.warmup} warm-up")
+  tuned = host_environ({}).get("GLIBC_TUNABLES")
+  if tuned:
+    print(f"host environment: ours and the peak in bert_jax.train's (GLIBC_TUNABLES={tuned}); "
+          + ("peers too (--peers_huge_pages)" if args.peers_huge_pages else
+             "peers as they start by default (--peers_huge_pages gives them the same)"))
   print(f"{'':10s} {'step s':>8s} {'tok/s':>9s} {'seq/s':>8s} {'MFU':>6s} {'compile s':>9s} "
         f"{'peak MB':>8s} {'ours/x':>7s}")
   for name, r in rows.items():
@@ -342,7 +363,8 @@ def main():
           f"{ratio:7.2f}")
   if args.json:
     out = dict(rows.get("ours", next(iter(rows.values()))))
-    out.update(model=args.model, seq_len=args.seq_len, batch_size=args.batch_size,
+    out.update(host_tunables=tuned, peers_huge_pages=args.peers_huge_pages,
+               model=args.model, seq_len=args.seq_len, batch_size=args.batch_size,
                dtype=args.dtype, peak_flops=peak, flops_per_token=fpt,
                peers={k: v for k, v in rows.items() if k != "ours"},
                ratios={k: rows["ours"]["tokens_per_s"] / v["tokens_per_s"]

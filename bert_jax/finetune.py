@@ -32,7 +32,7 @@ from etils import epath
 from flax import nnx
 from ml_collections import config_flags
 
-from bert_jax import checkpointing, finetune_lib, sharding, train_lib
+from bert_jax import checkpointing, finetune_lib, host_memory, sharding, train_lib
 from bert_jax.finetune_data import DataError
 from bert_jax.finetune_lib import INPUTS
 from bert_jax.finetune_tasks import TASKS, create_task
@@ -404,5 +404,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_huge_pages()  # glibc reads its tunables only at start-up
   define_flags()
   app.run(main)

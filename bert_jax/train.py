@@ -30,7 +30,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from bert_jax import distributed, sharding, train_lib
+from bert_jax import distributed, host_memory, sharding, train_lib
 from bert_jax.checkpointing import Checkpointer, CheckpointMismatchError, CheckpointSaveError
 from bert_jax.train_step import eval_summary
 
@@ -485,4 +485,5 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_huge_pages()  # glibc reads its tunables only at start-up
   app.run(main, flags_parser=parse_flags)
