@@ -157,6 +157,21 @@ def test_parity_with_reference_and_hf(vocab):
   assert sum(len(ids) for ids in got) > 20_000
 
 
+def test_ascii_fast_path_equals_the_reference(vocab):
+  """ASCII text skips HF's BertNormalizer: every ASCII character, alone and in random strings
+  (control characters, tabs, punctuation, upper case), still gives the reference's ids."""
+  import random
+  path, lower = vocab
+  ours, reference = Tokenizer.from_file(path), ReferenceTokenizer(path, lower)
+  every = "".join(map(chr, range(128)))
+  rnd = random.Random(0)
+  texts = [every, *every, *(
+      "".join(rnd.choice(every) for _ in range(rnd.randint(1, 60))) for _ in range(500))]
+  assert all(t.isascii() for t in texts)
+  for text, ids in zip(texts, ours.encode_batch(texts)):
+    assert ids == reference.encode(text), repr(text)
+
+
 def test_over_long_words(vocab):
   path, lower = vocab
   ours = Tokenizer.from_file(path)
