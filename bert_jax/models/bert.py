@@ -204,9 +204,9 @@ class BertEncoder(nnx.Module):
   Applied unrolled (default: XLA schedules and overlaps all layers; on CPU ~10% faster steps
   than a scan, and a third of the scanned program's memory on TPU for BERT-Large) or with
   lax.scan over the layers' parameters stacked on the fly (`scan_layers=True`: one compiled
-  layer body, at the cost of stacking the weights every step; since the layers hold their own
-  parameters it no longer compiles faster on CPU: BERT-Large 36.8 s vs 34.4 s unrolled). Both
-  compute the same function from the same parameters.
+  layer body, at the cost of stacking the weights every step; BERT-Large's CPU train step
+  compiles in 19.8 s scanned vs 37.7 s unrolled, 2026-11-30). Both compute the same function
+  from the same parameters.
   """
 
   def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
