@@ -7,9 +7,11 @@ For each cell (model, seq len, remat policy, topology) this AOT-compiles the rea
 config preset's optimizer and a data-parallel mesh over the topology. Per-device memory is
 linear in the per-chip batch b (state + gradients fixed, activations proportional to b), so two
 compiles (b0, 2*b0) give the line, the line gives the largest multiple of 8 under the chip's
-HBM, and a third compile at that batch checks it (stepping down by 8 until it fits) and gives
-XLA's ESTIMATED step time -- an estimate from the cost model, not a measurement. Cells of the
-same (model, seq, remat) on other chips reuse the line and compile once (plus any step-downs).
+HBM, and a third compile at that batch checks it (stepping down until it fits, and up while
+the chip's own memory per sequence leaves room for 8 more) and gives XLA's ESTIMATED step time
+-- an estimate from the cost model, not a measurement; libtpu's cost model gives one for v5p
+only (a negative time for v4, v5e and v6e, shown as n/a). Cells of the same (model, seq, remat)
+on other chips reuse the line and compile once or twice.
 
 Each result is appended to --out as one JSON line as soon as it is known, so a long run can be
 read while it goes. TPU compiles are slow on a CPU (BERT-Base 12 layers ~4 min on one core).
@@ -106,6 +108,7 @@ def main():
     cells = []
     for c in args.cells.split(","):
       preset, seq, remat, topo = c.split("-", 3)
+      preset = preset if preset.startswith("bert_") else f"bert_{preset}"  # large == bert_large
       cells.append((preset, int(seq), 20 if int(seq) <= 128 else 80, remat, topo))
   lines = {}  # (preset, seq, remat) -> (fixed bytes, bytes per sequence per chip)
   usable_hbm = {}  # chip -> the HBM XLA lets a program use, learned from a refusal
@@ -153,8 +156,11 @@ def main():
         b -= max(8, -int(-(report.per_device_bytes - hbm) // slope) // 8 * 8)
       elif report is not None:
         best = report
-        # After a refusal taught us the usable HBM, one more try where the line says it ends.
-        b = b + int((usable - report.per_device_bytes) // slope) // 8 * 8 if usable < hbm else b
+        # Step up while this chip's own bytes per sequence say 8 more fit: the line comes from
+        # the first chip's compiles and over-counts some chips (v5e lays out temporaries
+        # differently), and after a refusal `usable` is the HBM XLA actually lets us use.
+        own = max(0.5 * slope, (report.per_device_bytes - fixed) / b)
+        b = b + int((usable - report.per_device_bytes) // own) // 8 * 8
       if best is not None and b <= best.batch_size // best.devices:
         break
     if best is None:

@@ -1,0 +1,70 @@
+"""benchmarks/aot_table.py's search for the largest per-chip batch, against a memory model.
+
+The TPU compiles themselves are tested in test_aot.py; here `_compile` is replaced by a chip
+model (memory linear in the batch, a usable-HBM limit past which XLA refuses) so the search
+logic -- the line from the first chip, the step down on a refusal, the step up where a chip
+uses less memory per sequence than the line -- is checked exactly and fast.
+"""
+
+import importlib.util
+import json
+import sys
+import types
+
+from bert_jax import aot
+
+_spec = importlib.util.spec_from_file_location(
+    "aot_table", aot.__file__.replace("bert_jax/aot.py", "benchmarks/aot_table.py"))
+aot_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(aot_table)
+
+GiB = aot.GiB
+# chip kind -> (fixed GiB, GiB per sequence, GiB XLA lets a program use)
+CHIPS = {"v5p": (1.5, 0.1, 95.0), "v5e": (1.5, 0.08, 15.75), "v4": (1.5, 0.11, 30.75)}
+
+
+def _fake_compile(calls):
+  def compile_(preset, seq, preds, remat, topology, per_chip):
+    calls.append((topology, per_chip))
+    chip, _, chips = aot.parse_topology(topology)
+    fixed, per_seq, usable = CHIPS[topology.split("-")[0]]
+    need = fixed + per_seq * per_chip
+    if need > usable:
+      config = types.SimpleNamespace(train=types.SimpleNamespace(batch_size=per_chip * chips))
+      raise aot.DoesNotFit(config, topology, chips, "RESOURCE_EXHAUSTED: Ran out of memory in "
+                           f"memory space hbm. Used {need:.2f}G of {usable:.2f}G hbm.")
+    return types.SimpleNamespace(
+        per_device_bytes=need * GiB, hbm_bytes=chip.hbm_bytes, fits=need * GiB <= chip.hbm_bytes,
+        batch_size=per_chip * chips, devices=chips, estimated_step_s=0.5,
+        estimated_mfu=0.5, estimated_seq_per_s=per_chip * chips / 0.5, compile_s=1.0)
+  return compile_
+
+
+def _largest(topology):
+  fixed, per_seq, usable = CHIPS[topology.split("-")[0]]
+  return int((usable - fixed) / per_seq) // 8 * 8
+
+
+def test_largest_batch_per_chip_steps_down_and_up(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(aot_table, "_compile", _fake_compile(calls))
+  out = tmp_path / "table.jsonl"
+  cells = "base-128-none-v5p-8,base-128-none-v5e-8,base-128-none-v4-8"
+  monkeypatch.setattr(sys, "argv", ["aot_table.py", f"--cells={cells}", f"--out={out}"])
+  aot_table.main()
+  rows = {r["topology"]: r for r in map(json.loads, out.read_text().splitlines())}
+  # v5p: the line (two compiles) is exact; the third compile checks it.
+  assert rows["v5p-8"]["per_chip_batch"] == _largest("v5p") == 928
+  assert calls[:3] == [("v5p-8", 32), ("v5p-8", 64), ("v5p-8", 928)]
+  # v5e uses less memory per sequence than the v5p line: stepped up to its own largest batch.
+  assert rows["v5e-8"]["per_chip_batch"] == _largest("v5e") == 176
+  # v4 uses more: the line's batch is refused, then stepped down to what fits.
+  assert rows["v4-8"]["per_chip_batch"] == _largest("v4") == 264
+  assert all(r["fits"] and r["per_device_gib"] <= CHIPS[t.split("-")[0]][2]
+             for t, r in rows.items())
+  assert "| BERT-Base | 128 | none | v5e-8 (8) | 176 |" in aot_table.markdown(str(out))
+
+  # Resume: finished cells are not compiled again.
+  calls.clear()
+  aot_table.main()
+  assert calls == []
