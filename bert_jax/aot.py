@@ -121,6 +121,12 @@ class DoesNotFit(ValueError):
         "--config.mesh.fsdp=N")
 
 
+def is_hbm_refusal(xla_message: str) -> bool:
+  """XLA:TPU's compile-time out-of-HBM error, in either of its spellings ("... exceeds available
+  HBM (30.75G)" and "E1000: CompileTimeHbmOom: ... Used 95.75G of 95.74G hbm.")."""
+  return "RESOURCE_EXHAUSTED" in xla_message and "hbm" in xla_message.lower()
+
+
 @dataclasses.dataclass
 class AotReport:
   topology: str
@@ -183,7 +189,7 @@ def compile_train_step(config, topology: str, num_slices: int = 1) -> AotReport:
   try:
     compiled = lowered.compile()
   except Exception as e:  # XLA:TPU refuses to compile a program larger than the chip's HBM
-    if "RESOURCE_EXHAUSTED" not in str(e) or "HBM" not in str(e):
+    if not is_hbm_refusal(str(e)):
       raise
     raise DoesNotFit(config, topology, len(devices), str(e)) from None
   compile_s = time.perf_counter() - t

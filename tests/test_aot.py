@@ -69,3 +69,20 @@ def test_does_not_fit_message_names_the_flags():
       "lower --config.train.batch_size (now 3264, 816 per chip), set "
       "--config.model.remat_policy=full or save_dots, or shard parameters with "
       "--config.mesh.fsdp=N")
+
+
+def test_both_spellings_of_the_tpu_out_of_hbm_error_are_refusals():
+  import ml_collections
+  config = ml_collections.ConfigDict({"train": {"batch_size": 17856}})
+  # libtpu 0.0.42.1, BERT-Base with full remat at 4,464 sequences per v5p chip.
+  xla = ("jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: XLA:TPU "
+         "compile permanent error. Ran out of memory in memory space hbm. Used 95.75G of 95.74G "
+         "hbm. Exceeded hbm capacity by 11.82M.\n\nTotal hbm usage >= 96.01G:")
+  assert aot.is_hbm_refusal(xla)
+  assert aot.is_hbm_refusal("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory "
+                            "required for HLO temporaries (33.21G) exceeds available HBM (30.75G).")
+  assert not aot.is_hbm_refusal("RESOURCE_EXHAUSTED: Out of memory allocating host buffer")
+  e = aot.DoesNotFit(config, "v5p-8", 4, xla)
+  assert (e.required_gib, e.available_gib) == (95.75, 95.74)
+  assert str(e).startswith("--topology=v5p-8: the train step does not fit in HBM (XLA: E1000: "
+                           "CompileTimeHbmOom: XLA:TPU compile permanent error. Ran out of memory")
