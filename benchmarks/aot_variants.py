@@ -1,0 +1,106 @@
+r"""Where a TPU train step's estimated time goes: the same AOT compile under config variants.
+
+  python benchmarks/aot_variants.py --preset=bert_large --layers=2 --per_chip=256 \
+      --topology=v5p-8 --variants="base,model.hidden_dropout_prob=0.0+model.attention_probs_dropout_prob=0.0"
+  python benchmarks/aot_variants.py --layers=2 --mask=stand_in        # what drawing the masks costs
+
+Each variant is `base` or `section.field=value` overrides joined by `+`, applied to the preset's
+config (unrolled layers, `--per_chip` sequences per chip); each is compiled for `--topology`
+with `bert_jax.aot.compile_train_step` (the code behind `bert_jax.train --compile_only`) and
+printed as one JSON line: XLA's ESTIMATED step time and MFU (an estimate from libtpu's cost
+model, v5p only), memory per chip and FLOPs. `--layers` shrinks the encoder so a variant
+compiles in ~2 minutes instead of ~10 (embeddings and heads then weigh more).
+
+`--mask` swaps the dropout mask generator for an experiment (never for training):
+  threefry  the shipped one (`layers.dropout_keep_mask`);
+  barrier   the shipped one behind `lax.optimization_barrier` (materialised once: shows whether
+            XLA recomputes it in the backward pass);
+  stand_in  one multiply per element, NOT a usable random generator (shows what applying the
+            mask costs without the hash);
+  rbg       `jax.random.bits` with an rbg key (the TPU hardware generator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _swap_mask(kind: str):
+  import jax
+  import jax.numpy as jnp
+  from bert_jax.models import layers
+  shipped = layers.dropout_keep_mask
+  if kind == "barrier":
+    layers.dropout_keep_mask = lambda rng, shape, rate: jax.lax.optimization_barrier(
+        shipped(rng, shape, rate))
+  elif kind == "stand_in":
+    def stand_in(rng, shape, rate):
+      k1, k2 = layers._key_words(rng)
+      counter = jnp.zeros(shape, jnp.uint32)
+      for axis, n in enumerate(shape):
+        counter = counter * jnp.uint32(n) + jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+      h = (counter ^ k1) * jnp.uint32(0x9E3779B1) + k2
+      return (h >> 16) >= jnp.uint32(round(rate * 65536))
+    layers.dropout_keep_mask = stand_in
+  elif kind == "rbg":
+    def rbg(rng, shape, rate):
+      k1, k2 = layers._key_words(rng)
+      key = jax.random.wrap_key_data(jnp.stack([k1, k2, k1, k2]), impl="rbg")
+      return jax.random.bits(key, tuple(shape), jnp.uint16) >= jnp.uint16(round(rate * 65536))
+    layers.dropout_keep_mask = rbg
+  elif kind != "threefry":
+    raise SystemExit(f"--mask={kind!r}: expected threefry, barrier, stand_in or rbg")
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--preset", default="bert_large", help="a config under configs/")
+  p.add_argument("--layers", type=int, default=0, help="encoder layers (0: the preset's)")
+  p.add_argument("--per_chip", type=int, default=256)
+  p.add_argument("--topology", default="v5p-8")
+  p.add_argument("--variants", default="base,model.hidden_dropout_prob=0.0+"
+                 "model.attention_probs_dropout_prob=0.0")
+  p.add_argument("--mask", default="threefry")
+  args = p.parse_args()
+
+  from bert_jax import aot
+  from bert_jax.models import config as model_config
+  _swap_mask(args.mask)
+  chips = aot.parse_topology(args.topology)[2]
+  for variant in args.variants.split(","):
+    config = importlib.import_module(f"configs.{args.preset}").get_config()
+    if args.layers:
+      name = config.model.preset
+      model_config.PRESETS[name] = model_config.PRESETS[name].replace(
+          num_hidden_layers=args.layers)
+    config.model.scan_layers = False
+    config.train.batch_size = args.per_chip * chips
+    config.train.grad_accum_steps = 1
+    for override in variant.split("+"):
+      if override == "base":
+        continue
+      key, value = override.split("=", 1)
+      section, field = key.split(".")
+      old = config[section][field]
+      config[section][field] = value if isinstance(old, str) else type(old)(value)
+    r = aot.compile_train_step(config, args.topology)
+    print(json.dumps({
+        "variant": variant, "mask": args.mask, "layers": args.layers or None,
+        "per_chip": args.per_chip, "topology": args.topology,
+        "estimated_step_ms": r.estimated_step_s * 1e3 if r.estimated_step_s > 0 else None,
+        "estimated_mfu": r.estimated_mfu if r.estimated_step_s > 0 else None,
+        "per_device_gib": r.per_device_bytes / aot.GiB,
+        "compiler_flops_per_device": r.compiler_flops_per_device,
+        "compile_s": r.compile_s}), flush=True)
+
+
+if __name__ == "__main__":
+  main()
