@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
+import traceback
+import types
 from typing import Any
 
 import jax
@@ -22,6 +25,61 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 log = logging.getLogger("bert_jax")
+
+
+def _is_orbax_debris(exc: BaseException | None, obj: Any = None) -> bool:
+  """Whether an exception Python could only report as 'ignored' is the tail of a failed Orbax IO.
+
+  When one array of a save or restore fails, Orbax (0.12) raises without cancelling the other
+  reads/writes: they finish on TensorStore's threads moments later and find the operation's
+  event loop closed ("Event loop is closed", raised in call_soon_threadsafe, no object), or are
+  garbage-collected as coroutines of Orbax's serialization, or as futures whose TensorStore error
+  nobody retrieved. The failure itself has already been reported (one line, naming the cause).
+  """
+  if exc is None:
+    return False
+  if obj is not None and isinstance(obj, types.CoroutineType):
+    return "orbax" in obj.cr_code.co_filename.replace("\\", "/").split("/")
+  if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[0].name == "call_soon_threadsafe"
+  text = str(exc)
+  return "OCDBT database" in text or "tensorstore_spec=" in text or "TensorStore" in text
+
+
+class _AsyncioDebrisFilter(logging.Filter):
+  """Drops asyncio's "exception was never retrieved" for failed Orbax/TensorStore IO."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    if "exception was never retrieved" in str(record.msg) and _is_orbax_debris(exc):
+      log.debug("dropped asyncio's report of an Orbax IO that had already failed")
+      return False
+    return True
+
+
+def _keep_orbax_debris_off_stderr() -> None:
+  """Installs (once per hook) a narrow filter for _is_orbax_debris; anything else passes through.
+
+  Without it a failed save or restore is followed, at random moments, by a couple of hundred
+  "Exception ignored" reports with a page of TensorStore spec each (about 200 for a 2-layer
+  model): noise that buries the one-line error.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_bert_jax_debris_filter", False):
+    return
+
+  def hook(u):
+    if _is_orbax_debris(u.exc_value, u.object):
+      log.debug("dropped the report of an Orbax IO that had already failed: %s", u.exc_value)
+    else:
+      previous(u)
+
+  hook._bert_jax_debris_filter = True
+  sys.unraisablehook = hook
+  asyncio_log = logging.getLogger("asyncio")
+  if not any(isinstance(f, _AsyncioDebrisFilter) for f in asyncio_log.filters):
+    asyncio_log.addFilter(_AsyncioDebrisFilter())
 
 
 class DataIteratorHandler(ocp.CheckpointHandler):
@@ -117,6 +175,7 @@ class Checkpointer:
     self._open()
 
   def _open(self):
+    _keep_orbax_debris_off_stderr()
     self.manager = ocp.CheckpointManager(
         self.directory, options=self._options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -186,8 +245,10 @@ class Checkpointer:
     return None, None
 
   def _corrupt(self, step, path, e) -> None:
+    while e.__cause__ is not None:  # Orbax wraps TensorStore's reason in a page of its spec
+      e = e.__cause__
     log.warning("checkpoint %s is unreadable (%s: %s); skipping it and restoring the previous "
-                "one", path, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                "one", path, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
     self._quarantine(step)
 
   def _quarantine(self, step: int) -> None:
