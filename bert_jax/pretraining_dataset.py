@@ -32,6 +32,7 @@ import logging as std_logging
 import multiprocessing
 import os
 import random
+import signal
 import time
 
 import numpy as np
@@ -246,6 +247,9 @@ def process_shard(job: Job, shard, split: str):
 
 
 def _worker_init():
+  # A forked worker inherits the parent's Python signal handlers; Pool.terminate() stops idle
+  # workers with SIGTERM, which a handler that only sets a flag (a trainer's) would swallow.
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
   os.environ["TOKENIZERS_PARALLELISM"] = "false"
   std_logging.getLogger().setLevel(std_logging.WARNING)
 

@@ -17,9 +17,12 @@ eval scalars, one JSON object per line), TensorBoard events (train/, eval/), pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging as pylogging
 import math
+import os
+import re
 import signal
 import sys
 import time
@@ -69,12 +72,23 @@ class SaveError(Exception):
 
 
 class _Preemption:
-  """SIGTERM -> save at the next step boundary, agreed by all processes."""
+  """SIGTERM -> save at the next step boundary, agreed by all processes.
+
+  The handler is the process's only while training runs: close() puts the previous one back (a
+  library caller's later SIGTERM, or a multiprocessing.Pool's terminate() of workers forked
+  afterwards, must not be swallowed by a flag nobody reads).
+  """
 
   def __init__(self):
     self.requested = False
+    self._previous = None
     if jax.process_count() == 1:
-      signal.signal(signal.SIGTERM, self._handler)
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
   def _handler(self, signum, frame):
     del signum, frame
@@ -87,14 +101,53 @@ class _Preemption:
     return self.requested
 
 
+class _AppendLines:
+  """Appends text to a file so that a failed write (a full disk) loses and splits nothing."""
+
+  def __init__(self, path: epath.Path):
+    self._pending = b""
+    self._local = "://" not in str(path)
+    if self._local:  # unbuffered: os.write says how many bytes the disk took
+      self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    else:  # gs:// and the like write whole objects on close; nothing partial to track
+      self._file = path.open("ab")
+
+  def write(self, text: str) -> None:
+    self._pending += text.encode()
+    while self._pending:  # raises OSError (e.g. ENOSPC) when the disk takes nothing
+      if self._local:
+        self._pending = self._pending[os.write(self._fd, self._pending):]
+      else:
+        self._file.write(self._pending)
+        self._file.flush()
+        self._pending = b""
+
+  def close(self) -> None:
+    try:
+      self.write("")
+    finally:
+      if self._local:
+        os.close(self._fd)
+      else:
+        self._file.close()
+
+
 class _MetricWriter:
-  """Process 0 writes metrics.jsonl and TensorBoard events; the others write nothing."""
+  """Process 0 writes metrics.jsonl and TensorBoard events; the others write nothing.
+
+  Metrics are not worth a run: when they cannot be written (a full disk), one warning says so
+  and training goes on; every later write retries, and a line says when writing works again.
+  metrics.jsonl then continues where it stopped: the bytes the disk did not take are kept and
+  written first, so no line is lost or split.
+  """
 
   def __init__(self, workdir: epath.Path):
     self.active = jax.process_index() == 0
     if not self.active:
       return
-    self._jsonl = (workdir / "metrics.jsonl").open("a")
+    self._workdir = workdir
+    self._failing = False
+    self._jsonl = _AppendLines(workdir / "metrics.jsonl")
     import tensorflow as tf
     tf.config.set_visible_devices([], "GPU")
     self._tf = tf
@@ -111,19 +164,37 @@ class _MetricWriter:
   def write(self, kind: str, step: int, scalars: dict) -> None:
     if not self.active:
       return
-    self._jsonl.write(json.dumps({"kind": kind, "step": step, **scalars}) + "\n")
-    self._jsonl.flush()
-    if kind in self._writers:
-      with self._writers[kind].as_default():
-        for k, v in scalars.items():
-          self._tf.summary.scalar(k, v, step=step)
-      self._writers[kind].flush()
+    with self._tolerate_io_errors(f"metrics of step {step}"):
+      self._jsonl.write(json.dumps({"kind": kind, "step": step, **scalars}) + "\n")
+      if kind in self._writers:
+        with self._writers[kind].as_default():
+          for k, v in scalars.items():
+            self._tf.summary.scalar(k, v, step=step)
+        self._writers[kind].flush()
 
   def close(self):
     if self.active:
-      self._jsonl.close()
-      for w in self._writers.values():
-        w.close()
+      with self._tolerate_io_errors("the last metrics"):
+        self._jsonl.close()
+        for w in self._writers.values():
+          w.close()
+
+  @contextlib.contextmanager
+  def _tolerate_io_errors(self, what: str):
+    try:
+      yield
+    except (OSError, self._tf.errors.OpError) as e:
+      if not self._failing:
+        reason = getattr(e, "strerror", None) or re.sub(  # TF: "{{function_node ...}} path; why"
+            r"\{\{[^}]*\}\}\s*", "", getattr(e, "message", None) or str(e)).strip()
+        logging.warning("%s could not be written to %s (%s); training goes on, and metrics are "
+                        "retried at every log step", what, self._workdir,
+                        reason.splitlines()[0][:300] if reason else type(e).__name__)
+      self._failing = True
+    else:
+      if self._failing:
+        logging.info("metrics are written to %s again (%s)", self._workdir, what)
+      self._failing = False
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -388,6 +459,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       save(step, final=True)
     ckpt.wait()
   finally:
+    preemption.close()
     if profiling:
       jax.profiler.stop_trace()
     writer.close()

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -81,6 +82,26 @@ def test_same_output_for_any_number_of_workers(built, vocab, tmp_path):
                   shard_size_mb=0.1)
   for split in ("train", "validation"):
     assert _records(out, split) == _records(other, split)
+
+
+def _flag_only(signum, frame):  # what a trainer's preemption handler does: note it, go on
+  del signum, frame
+
+
+def test_workers_keep_the_default_sigterm_action():
+  """Pool.terminate() (leaving `with worker_pool(...)`) stops idle workers with SIGTERM. Forked
+  workers inherit the parent's handlers; with a trainer's flag-only one inherited, a worker
+  blocked on the task queue ignored it and prepare's pool exit hung forever (seen in the tests:
+  prepare after train_and_evaluate in one process)."""
+  from bert_jax.pretraining_data import TextShard
+  job = pds.Job(settings=None, vocab_path="", shards=(TextShard(0, ()), TextShard(1, ())),
+                num_workers=2)
+  previous = signal.signal(signal.SIGTERM, _flag_only)
+  try:
+    with pds.worker_pool(job) as pool:
+      assert pool.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def test_existing_dataset(built, vocab):

@@ -1,6 +1,7 @@
 """Faults: a crash mid-save, a corrupted checkpoint, a full disk. Nothing lost, errors clear."""
 
 import gc
+import json
 import logging
 import os
 import shutil
@@ -155,3 +156,28 @@ def test_only_orbax_debris_is_kept_off_stderr(monkeypatch):
   Noisy()
   gc.collect()
   assert [str(u.exc_value) for u in seen] == ["Event loop is closed"]
+
+
+def test_metrics_on_a_full_disk_warn_once_and_catch_up(tiny_disk, caplog):
+  """A full disk costs the metrics files a warning, not the run; they continue where they stopped."""
+  from etils import epath
+  filler = tiny_disk / "filler"
+  writer = train._MetricWriter(epath.Path(tiny_disk))
+  writer.write("train", 0, {"loss": 1.0})
+  with open(filler, "wb") as f, pytest.raises(OSError):
+    while True:
+      f.write(b"\0" * (1 << 16))
+      f.flush()
+  with caplog.at_level(logging.INFO):
+    for step in range(1, 4):  # big enough lines to hit the full disk at once
+      writer.write("train", step, {f"metric_{i}": 0.5 for i in range(500)})
+    filler.unlink()
+    writer.write("train", 4, {"loss": 0.5})
+    writer.close()
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert len(warnings) == 1, warnings
+  assert warnings[0].startswith("metrics of step 1 could not be written to ")
+  assert "(No space left on device); training goes on" in warnings[0]
+  assert "metrics are written to" in caplog.text and "again (metrics of step 4)" in caplog.text
+  lines = (tiny_disk / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == [0, 1, 2, 3, 4]

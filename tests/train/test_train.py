@@ -36,7 +36,11 @@ def test_end_to_end_on_the_sample_corpus(sample_data, tmp_path):
   config = tiny_config(data_dir, **{"train.num_steps": 40, "train.log_every_steps": 10,
                                     "checkpoint.every_steps": 20, "eval.every_steps": 20,
                                     "optimizer.warmup_steps": 5})
+  before = signal.getsignal(signal.SIGTERM)
   result = train.train_and_evaluate(config, str(tmp_path))
+  # The preemption handler is the process's only while training (a later SIGTERM, or a
+  # multiprocessing.Pool terminating workers forked afterwards, must not be swallowed)
+  assert signal.getsignal(signal.SIGTERM) is before
   logs = _metrics(tmp_path)
   assert [r["step"] for r in logs] == [10, 20, 30, 40]
   assert logs[-1]["mlm_loss"] < logs[0]["mlm_loss"] - 0.5  # it learns
