@@ -6,16 +6,19 @@ mesh (Orbax reshards to the target shardings). `data` holds each process's tf.da
 position (written synchronously at the save step, so it matches the state exactly).
 
 Orbax writes every step into a temporary directory and renames it when complete, so a killed
-save never shows up as a checkpoint. A finalized checkpoint that fails to restore (a truncated
-or deleted file) is renamed `<step>.corrupt-<n>`, named in a warning, and the previous one is
-restored instead.
+save never shows up as a checkpoint; such leftovers are removed when a Checkpointer opens (by
+`_remove_unfinished_saves`, not Orbax's background cleanup). A finalized checkpoint that fails
+to restore (a truncated or deleted file) is renamed `<step>.corrupt-<n>`, named in a warning,
+and the previous one is restored instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import sys
+import time
 import traceback
 import types
 from typing import Any
@@ -145,14 +148,20 @@ def first_mismatch(saved_metadata, abstract_state) -> str | None:
   return f"it has {extra[0]}, which this config's model/optimizer does not" if extra else None
 
 
-def _root_cause(e: BaseException) -> str:
-  """The operating-system reason behind a (possibly wrapped, TensorStore) save failure."""
-  import re
+def _cause_chain(e: BaseException, *, implicit: bool = True) -> list[BaseException]:
+  """e, then what it was raised from (and, if implicit, during the handling of), outermost first."""
   chain, seen = [], set()
   while e is not None and id(e) not in seen:
     seen.add(id(e))
     chain.append(e)
-    e = e.__cause__ or e.__context__
+    e = e.__cause__ or (e.__context__ if implicit else None)
+  return chain
+
+
+def _root_cause(e: BaseException) -> str:
+  """The operating-system reason behind a (possibly wrapped, TensorStore) save failure."""
+  import re
+  chain = _cause_chain(e)
   for err in chain:
     if isinstance(err, OSError) and err.strerror:
       return f"{err.strerror} (errno {err.errno})"
@@ -164,6 +173,26 @@ def _root_cause(e: BaseException) -> str:
   return f"{type(last).__name__}: {text}"
 
 
+def _rmtree_retrying(path: epath.Path, attempts: int = 8) -> None:
+  """rmtree that outlasts writers still finishing in the tree (ENOTEMPTY: retry, backing off).
+
+  Gives up after ~5 s with a warning: an unfinished save directory is never restored, and
+  Orbax replaces it when that step is saved again."""
+  for attempt in range(attempts):
+    try:
+      path.rmtree(missing_ok=True)
+      return
+    except OSError as e:
+      if e.errno != errno.ENOTEMPTY:
+        raise
+      if attempt == attempts - 1:
+        log.warning("could not remove the unfinished save %s (%s); it is never restored, and "
+                    "is replaced when that step is saved again", path, e.strerror)
+        return
+      log.debug("%s: %s; writes are still landing, retrying", path, e.strerror)
+      time.sleep(0.04 * 2 ** attempt)
+
+
 class Checkpointer:
   """Orbax CheckpointManager for (TrainState, data iterator) with corrupt-checkpoint fallback."""
 
@@ -171,15 +200,32 @@ class Checkpointer:
     self.directory = epath.Path(directory)
     self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True,
-        cleanup_tmp_directories=True)
+        cleanup_tmp_directories=False)  # done by _remove_unfinished_saves
     self._open()
 
   def _open(self):
     _keep_orbax_debris_off_stderr()
+    self._remove_unfinished_saves()
     self.manager = ocp.CheckpointManager(
         self.directory, options=self._options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": DataIteratorHandler()})
+
+  def _remove_unfinished_saves(self) -> None:
+    """Deletes what interrupted or failed saves left (Orbax's temporary step directories).
+
+    Done here, synchronously and with retries, instead of by Orbax's background cleanup
+    (`cleanup_tmp_directories`): after a failed save, Orbax does not cancel that save's other
+    writes, and one landing in a directory while it is being removed makes the removal fail
+    with ENOTEMPTY -- an error Orbax then re-raises from every later save of the run. (Seen when
+    a run is restarted in the same process right after its final save hit a full disk.)
+    """
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0 and self.directory.exists():
+      for name in ocp.path.step.tmp_checkpoints(self.directory):
+        _rmtree_retrying(self.directory / name)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("bert_jax_remove_unfinished_saves")
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -245,8 +291,7 @@ class Checkpointer:
     return None, None
 
   def _corrupt(self, step, path, e) -> None:
-    while e.__cause__ is not None:  # Orbax wraps TensorStore's reason in a page of its spec
-      e = e.__cause__
+    e = _cause_chain(e, implicit=False)[-1]  # Orbax wraps TensorStore's reason in its spec
     log.warning("checkpoint %s is unreadable (%s: %s); skipping it and restoring the previous "
                 "one", path, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
     self._quarantine(step)

@@ -175,9 +175,11 @@ class _MetricWriter:
   def close(self):
     if self.active:
       with self._tolerate_io_errors("the last metrics"):
-        self._jsonl.close()
-        for w in self._writers.values():
-          w.close()
+        try:
+          self._jsonl.close()
+        finally:  # the event files are closed even when metrics.jsonl cannot be
+          for w in self._writers.values():
+            w.close()
 
   @contextlib.contextmanager
   def _tolerate_io_errors(self, what: str):

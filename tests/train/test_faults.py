@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import pytest
 
 from bert_jax import train
@@ -100,6 +101,31 @@ def test_disk_full_during_a_save(tiny_disk, policy, caplog):
     train.train_and_evaluate(config, str(tiny_disk))
   assert "resumed from checkpoint at step 2" in caplog.text
   assert _steps(tiny_disk)[-1] == "8"
+
+
+def test_an_unfinished_save_is_removed_while_its_last_writes_land(tmp_path, monkeypatch):
+  """A failed save's writes are not cancelled by Orbax and can land while the next Checkpointer
+  (a restart in the same process) removes the save's temporary directory: the removal must
+  outlast them (ENOTEMPTY), not fail every later save of the run."""
+  from bert_jax.checkpointing import Checkpointer
+  ckpts = tmp_path / "checkpoints"
+  d = ckpts / "8.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp" / "ocdbt.process_0" / "d"
+  d.mkdir(parents=True)
+  late = []
+  real_rmdir = os.rmdir
+
+  def rmdir(path, *args, **kwargs):  # three late writes land in d just before it is removed
+    if os.path.basename(path) == "d" and len(late) < 3:
+      late.append(d / f"late{len(late)}")
+      late[-1].write_bytes(b"x")
+    return real_rmdir(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, "rmdir", rmdir)
+  ckpt = Checkpointer(ckpts)
+  ckpt.save(8, {"w": jnp.arange(4.0)})
+  ckpt.wait()
+  assert len(late) == 3 and _steps(tmp_path) == ["8"]
+  ckpt.close()
 
 
 def test_resuming_with_another_model_size_is_an_error_not_corruption(tmp_path):
