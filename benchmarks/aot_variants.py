@@ -17,7 +17,9 @@ compiles in ~2 minutes instead of ~10 (embeddings and heads then weigh more).
             XLA recomputes it in the backward pass);
   stand_in  one multiply per element, NOT a usable random generator (shows what applying the
             mask costs without the hash);
-  rbg       `jax.random.bits` with an rbg key (the TPU hardware generator).
+  rbg       `jax.random.bits` with an rbg key (the TPU hardware generator);
+  threefry13  the shipped one with 13 Threefry rounds instead of 20 (Random123's smallest
+            BigCrush-passing count for 2x32; jax.random uses 20).
 """
 
 from __future__ import annotations
@@ -56,8 +58,44 @@ def _swap_mask(kind: str):
       key = jax.random.wrap_key_data(jnp.stack([k1, k2, k1, k2]), impl="rbg")
       return jax.random.bits(key, tuple(shape), jnp.uint16) >= jnp.uint16(round(rate * 65536))
     layers.dropout_keep_mask = rbg
+  elif kind == "threefry13":
+    def threefry2x32_13(k1, k2, x1, x2):
+      def rotl(v, r):
+        return (v << jnp.uint32(r)) | (v >> jnp.uint32(32 - r))
+      ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+      x1, x2 = x1 + ks[0], x2 + ks[1]
+      for n in range(13):
+        x1 = x1 + x2
+        x2 = rotl(x2, layers._THREEFRY_ROTATIONS[(n // 4) % 2][n % 4]) ^ x1
+        if n % 4 == 3:
+          i = n // 4
+          x1 = x1 + ks[(i + 1) % 3]
+          x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+      return x1, x2
+    layers.threefry2x32 = threefry2x32_13
+  elif kind == "rows":
+    def rows(rng, shape, rate):  # the four draws of a hash go to four rows, not four lanes
+      *lead, last = shape
+      if not lead or lead[-1] % 4:
+        return shipped(rng, shape, rate)
+      cshape = (*lead[:-1], lead[-1] // 4, 1, last)
+      iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, cshape, axis)  # noqa: E731
+      hi = iota(0) if len(lead) > 1 else jnp.zeros(cshape, jnp.uint32)
+      lo, stride = jnp.zeros(cshape, jnp.uint32), 1
+      for axis in range(len(cshape) - 1, 0 if len(lead) > 1 else -1, -1):
+        if cshape[axis] == 1:
+          continue
+        lo = lo + iota(axis) * jnp.uint32(stride)
+        stride *= cshape[axis]
+      b1, b2 = layers.threefry2x32(*layers._key_words(rng), hi, lo)
+      j = jax.lax.broadcasted_iota(jnp.uint32, (*cshape[:-2], 4, last), len(cshape) - 2)
+      words = jnp.where(j < 2, b1, b2)
+      draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
+      return (draws >= jnp.uint32(round(rate * 65536))).reshape(shape)
+    layers.dropout_keep_mask = rows
   elif kind != "threefry":
-    raise SystemExit(f"--mask={kind!r}: expected threefry, barrier, stand_in or rbg")
+    raise SystemExit(f"--mask={kind!r}: expected threefry, barrier, stand_in, rbg, "
+                     "threefry13 or rows")
 
 
 def main():
