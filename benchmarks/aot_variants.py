@@ -93,9 +93,41 @@ def _swap_mask(kind: str):
       draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
       return (draws >= jnp.uint32(round(rate * 65536))).reshape(shape)
     layers.dropout_keep_mask = rows
+  elif kind == "full":
+    def full(rng, shape, rate):  # every element hashes its own counter: no reshape at all
+      iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, shape, axis)  # noqa: E731
+      hi = iota(0) if len(shape) > 1 else jnp.zeros(shape, jnp.uint32)
+      lo, stride = jnp.zeros(shape, jnp.uint32), 1
+      for axis in range(len(shape) - 1, 0 if len(shape) > 1 else -1, -1):
+        lo = lo + iota(axis) * jnp.uint32(stride)
+        stride *= shape[axis]
+      b1, _ = layers.threefry2x32(*layers._key_words(rng), hi, lo)
+      return (b1 >> 16) >= jnp.uint32(round(rate * 65536))
+    layers.dropout_keep_mask = full
+  elif kind == "major":
+    def major(rng, shape, rate):  # the four draws of a hash go to four slices of a major axis
+      axes = [a for a in range(len(shape) - 2) if shape[a] % 4 == 0]
+      if not axes:
+        return shipped(rng, shape, rate)
+      a = axes[-1]
+      cshape = (*shape[:a], shape[a] // 4, 1, *shape[a + 1:])
+      iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, cshape, axis)  # noqa: E731
+      lo, stride = jnp.zeros(cshape, jnp.uint32), 1
+      for axis in range(len(cshape) - 1, -1, -1):
+        if axis == a + 1:
+          continue
+        lo = lo + iota(axis) * jnp.uint32(stride)
+        stride *= cshape[axis]
+      b1, b2 = layers.threefry2x32(*layers._key_words(rng), jnp.zeros(cshape, jnp.uint32), lo)
+      j = jax.lax.broadcasted_iota(jnp.uint32, (*shape[:a], shape[a] // 4, 4, *shape[a + 1:]),
+                                   a + 1)
+      words = jnp.where(j < 2, b1, b2)
+      draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
+      return (draws >= jnp.uint32(round(rate * 65536))).reshape(shape)
+    layers.dropout_keep_mask = major
   elif kind != "threefry":
     raise SystemExit(f"--mask={kind!r}: expected threefry, barrier, stand_in, rbg, "
-                     "threefry13 or rows")
+                     "threefry13, rows, full or major")
 
 
 def main():

@@ -15,7 +15,11 @@ same invocation and on the same shapes:
 Each runs in its own subprocess (clean peak-RSS numbers). MFU = model FLOPs per token
 (bert-reference.md, gathered MLM) x tokens/s / the fp32 2048^3 matmul rate measured in this run
 (best of 10) on CPU; on GPU/TPU over the chip's dense bf16 datasheet peak (bert_jax/flops.py).
-Peak memory = the process's peak RSS above its RSS after imports. "ours" (and the matmul
+Peak memory = the process's peak RSS above its RSS after imports on CPU; the device's peak
+bytes in use with --device=gpu (JAX's memory_stats, torch.cuda.max_memory_allocated).
+--device=gpu runs ours, plain_jax and torch on the first GPU (JAX_PLATFORMS=cuda; torch with
+.cuda() and CUDA autocast for bf16); hf_flax stays CPU-only (its virtualenv has a CPU jax).
+"ours" (and the matmul
 peak) run in the process environment `python -m bert_jax.train` gives itself (glibc's
 huge-page tunable, bert_jax/host_memory.py); the peers run as they start by default, or in
 the same environment with --peers_huge_pages. With --json the
@@ -47,6 +51,27 @@ def _rss_mb() -> float:
 
 def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _jax_device_peak_bytes() -> int | None:
+  import jax
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def _first_device(args):
+  """JAX's first device, checked against --device (JAX's own error for a missing CUDA plugin
+  is a bare AssertionError)."""
+  import jax
+  try:
+    device = jax.devices()[0]
+  except Exception as e:  # noqa: BLE001
+    why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    raise SystemExit(f"JAX found no {args.device.upper()} ({why}; is the gpu extra, "
+                     "jax[cuda12], installed?)") from None
+  if args.device == "gpu" and device.platform != "gpu":
+    raise SystemExit(f"--device=gpu but JAX runs on {device.platform}")
+  return device
 
 
 def _time(step, n_warmup: int, n_steps: int) -> tuple[float, list[float]]:
@@ -97,6 +122,7 @@ def worker_ours(args) -> dict:
   c.data.seq_len, c.data.max_predictions_per_seq = args.seq_len, args.max_predictions
   c.train.batch_size = args.batch_size
   c.optimizer.name, c.optimizer.learning_rate = "adamw", 1e-4
+  _first_device(args)
   mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
   t = time.perf_counter()
   setup = train_lib.build(c, mesh, 30522)
@@ -116,7 +142,8 @@ def worker_ours(args) -> dict:
           "peak_rss_mb": _peak_rss_mb(), "device": jax.devices()[0].device_kind,
           "xla_step_bytes": mem.argument_size_in_bytes + mem.output_size_in_bytes
           - mem.alias_size_in_bytes + mem.temp_size_in_bytes,
-          "flops_per_token": setup.flops_per_token}
+          "flops_per_token": setup.flops_per_token,
+          "device_peak_bytes": _jax_device_peak_bytes()}
 
 
 def worker_plain_jax(args) -> dict:
@@ -124,6 +151,7 @@ def worker_plain_jax(args) -> dict:
   import jax
   import plain_jax_bert
   base_rss = _rss_mb()
+  _first_device(args)
   t = time.perf_counter()
   step_fn, state = plain_jax_bert.make(args.model, args.dtype, 30522)
   batch = jax.device_put(_batch(args, 30522))
@@ -137,7 +165,7 @@ def worker_plain_jax(args) -> dict:
 
   _, times = _time(step, args.warmup, args.steps)
   return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,
-          "peak_rss_mb": _peak_rss_mb()}
+          "peak_rss_mb": _peak_rss_mb(), "device_peak_bytes": _jax_device_peak_bytes()}
 
 
 def _hf_config_dict(model: str) -> dict:
@@ -152,8 +180,11 @@ def worker_torch(args) -> dict:
   import torch
   import transformers
   base_rss = _rss_mb()
+  dev = "cuda" if args.device == "gpu" else "cpu"
+  if dev == "cuda" and not torch.cuda.is_available():
+    raise SystemExit("--device=gpu but torch sees no CUDA device (a CPU-only torch build?)")
   cfg = transformers.BertConfig(**_hf_config_dict(args.model))
-  model = transformers.BertForPreTraining(cfg).train()
+  model = transformers.BertForPreTraining(cfg).train().to(dev)
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6, weight_decay=0.01)
   b = _batch(args, 30522)
   labels = np.full(b["input_ids"].shape, -100, np.int64)
@@ -163,19 +194,23 @@ def worker_torch(args) -> dict:
             "attention_mask": torch.tensor(b["attention_mask"], dtype=torch.long),
             "labels": torch.tensor(labels),
             "next_sentence_label": torch.tensor(b["next_sentence_label"], dtype=torch.long)}
+  inputs = {k: v.to(dev) for k, v in inputs.items()}
   use_bf16 = args.dtype == "bfloat16"
 
   def step():
     opt.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=use_bf16):
       loss = model(**inputs).loss
     loss.backward()
     opt.step()
+    if dev == "cuda":
+      torch.cuda.synchronize()
 
   first, times = _time(step, args.warmup, args.steps)
   return {"compile_s": first, "times": times, "base_rss_mb": base_rss,
           "peak_rss_mb": _peak_rss_mb(), "version": f"torch {torch.__version__}, "
-          f"transformers {transformers.__version__}", "threads": torch.get_num_threads()}
+          f"transformers {transformers.__version__}", "threads": torch.get_num_threads(),
+          "device_peak_bytes": torch.cuda.max_memory_allocated() if dev == "cuda" else None}
 
 
 def worker_hf_flax(args) -> dict:
@@ -231,7 +266,7 @@ def worker_peak(args) -> dict:
   sys.path.insert(0, REPO)
   import jax
   from bert_jax import flops
-  device = jax.devices()[0]
+  device = _first_device(args)
   if device.platform == "cpu":  # measured here, best of 10
     return {"peak_flops": flops.measure_matmul_peak(2048, repeats=10),
             "peak_how": "fp32 2048^3 matmul peak (measured)"}
@@ -268,15 +303,21 @@ def _run_worker(name: str, args, python: str | None = None) -> dict:
   cmd = [python or sys.executable, os.path.abspath(__file__), f"--worker={name}",
          f"--model={args.model}", f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}",
          f"--dtype={args.dtype}", f"--max_predictions={args.max_predictions}",
-         f"--steps={args.steps}", f"--warmup={args.warmup}", f"--remat={args.remat}"]
+         f"--steps={args.steps}", f"--warmup={args.warmup}", f"--remat={args.remat}",
+         f"--device={args.device}"]
   if args.scan:
     cmd.append("--scan")
-  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
+  platform = "cuda" if args.device == "gpu" and name != "hf_flax" else "cpu"
+  env = dict(os.environ, JAX_PLATFORMS=platform,
              TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO if name != "hf_flax" else "")
   if name in ("ours", "peak") or args.peers_huge_pages:
     env = host_environ(env)
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
   if proc.returncode:
+    if args.device == "gpu":  # most likely no GPU here, or a CPU-only jax/torch: say which
+      last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+      raise SystemExit(f"error: --device=gpu: the {name} worker failed ({last}); on a machine "
+                       "with an NVIDIA GPU, set up with launch/setup_venv.sh gpu,hf")
     raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -303,6 +344,8 @@ def main():
   p.add_argument("--peers_huge_pages", action="store_true",
                  help="run the peers in the host environment bert_jax.train gives itself "
                       "(glibc huge pages) too, instead of as they start by default")
+  p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                 help="where ours, plain_jax and torch run (hf_flax: CPU only)")
   p.add_argument("--json", action="store_true")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   args = p.parse_args()
@@ -313,9 +356,13 @@ def main():
     print(json.dumps(WORKERS[args.worker](args)))
     return
 
-  names = ["ours"] + (["torch", "hf_flax", "plain_jax"] if args.peers else [])
+  peers = ["torch", "plain_jax"] if args.device == "gpu" else ["torch", "hf_flax", "plain_jax"]
+  names = ["ours"] + (peers if args.peers else [])
   if args.only:
     names = args.only.split(",")
+  if args.device == "gpu" and "hf_flax" in names:
+    raise SystemExit("error: --only=hf_flax with --device=gpu: HF Flax runs from .venv-hf-flax, "
+                     "which has a CPU jax; leave it out on GPU (the GPU target is vs torch)")
   peaks, results = [], {}
   for r in range(args.rounds):
     measured = _run_worker("peak", args)
@@ -344,12 +391,16 @@ def main():
     rows[name] = {"step_time_s": step_s, "tokens_per_s": tokens / step_s,
                   "seq_per_s": args.batch_size / step_s, "mfu": fpt * tokens / step_s / peak,
                   "compile_s": r["compile_s"],
-                  "peak_mem_bytes": int((r["peak_rss_mb"] - r["base_rss_mb"]) * 2 ** 20)}
+                  "peak_mem_bytes": (r["device_peak_bytes"] if r.get("device_peak_bytes")
+                                     is not None else
+                                     int((r["peak_rss_mb"] - r["base_rss_mb"]) * 2 ** 20))}
   print(f"BERT-{args.model} seq {args.seq_len} batch {args.batch_size} {args.dtype}, "
         f"{args.max_predictions} masked/seq; {peak_how} {peak / 1e9:.1f} GFLOP/s; "
         f"{fpt / 1e9:.4g} GFLOP/token; median of {args.steps} steps x {args.rounds} interleaved "
         f"round(s), each after {args.warmup} warm-up")
   tuned = host_environ({}).get("GLIBC_TUNABLES")
+  if args.device == "gpu":
+    print("device: GPU (peak MB = the device's peak bytes in use)")
   if tuned:
     print(f"host environment: ours and the peak in bert_jax.train's (GLIBC_TUNABLES={tuned}); "
           + ("peers too (--peers_huge_pages)" if args.peers_huge_pages else
@@ -363,7 +414,7 @@ def main():
           f"{ratio:7.2f}")
   if args.json:
     out = dict(rows.get("ours", next(iter(rows.values()))))
-    out.update(host_tunables=tuned, peers_huge_pages=args.peers_huge_pages,
+    out.update(host_tunables=tuned, peers_huge_pages=args.peers_huge_pages, device=args.device,
                model=args.model, seq_len=args.seq_len, batch_size=args.batch_size,
                dtype=args.dtype, peak_flops=peak, flops_per_token=fpt,
                peers={k: v for k, v in rows.items() if k != "ours"},
