@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import os
 import sys
 import time
 import traceback
@@ -193,11 +194,19 @@ def _rmtree_retrying(path: epath.Path, attempts: int = 8) -> None:
       time.sleep(0.04 * 2 ** attempt)
 
 
+def orbax_path(directory) -> epath.Path:
+  """`directory` as Orbax needs it: local paths made absolute (Orbax's TensorStore specs refuse
+  a relative one, "Checkpoint path should be absolute", and only when the first array is
+  written, in the background); gs:// and other URLs as they are."""
+  path = epath.Path(directory)
+  return path if "://" in str(directory) else epath.Path(os.path.abspath(path))
+
+
 class Checkpointer:
   """Orbax CheckpointManager for (TrainState, data iterator) with corrupt-checkpoint fallback."""
 
   def __init__(self, directory, *, max_to_keep: int = 3, async_save: bool = True):
-    self.directory = epath.Path(directory)
+    self.directory = orbax_path(directory)
     self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True,
         cleanup_tmp_directories=False)  # done by _remove_unfinished_saves

@@ -64,8 +64,8 @@ def _manager(workdir):
     raise ExportError(f"no checkpoint in {workdir}: {directory} does not exist; train first "
                       "(python -m bert_jax.train --workdir=...)")
   options = ocp.CheckpointManagerOptions(create=False, max_to_keep=None)  # never deletes
-  from bert_jax.checkpointing import DataIteratorHandler
-  return ocp.CheckpointManager(directory, options=options,
+  from bert_jax.checkpointing import DataIteratorHandler, orbax_path
+  return ocp.CheckpointManager(orbax_path(directory), options=options,
                                item_handlers={"state": ocp.PyTreeCheckpointHandler(),
                                               "data": DataIteratorHandler()})
 

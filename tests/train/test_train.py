@@ -187,3 +187,16 @@ def test_warm_start_from_a_pretrained_directory(tmp_path):
   with pytest.raises(train.UserError, match="the checkpoint has intermediate_size=256 but this "
                      "run's model has 512"):
     train._warm_start(setup, str(tmp_path / "wrong"), 0)
+
+
+def test_a_relative_workdir_trains_and_exports(tmp_path, monkeypatch):
+  """`--workdir=demo_output/run` (the README's demo): Orbax refuses relative paths, and only
+  when the first array is written, in the background; ours are made absolute first."""
+  from bert_jax import export
+  monkeypatch.chdir(tmp_path)
+  train.train_and_evaluate(tiny_config(**{"train.num_steps": 4, "checkpoint.every_steps": 2,
+                                          "eval.every_steps": 0}), os.path.join("out", "run"))
+  assert sorted(os.listdir(os.path.join("out", "run", "checkpoints"))) == ["2", "4"]
+  _, step = export.export(os.path.join("out", "run"), os.path.join("out", "export"),
+                          format="orbax")
+  assert step == 4 and os.listdir(os.path.join("out", "export"))
