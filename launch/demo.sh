@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole pipeline on the bundled sample corpus, on this machine's CPU (about 6 minutes on
+# The whole pipeline on the bundled sample corpus, on this machine's CPU (about 4 minutes on
 # 2 cores, plus a few minutes of first-time setup):
 #   vocab -> prepare (TFDS dataset) -> pretrain BERT-tiny -> evaluate -> export (HF safetensors)
 # Usage: launch/demo.sh [OUTPUT_DIR] [STEPS]      (defaults: demo_output, 600)
