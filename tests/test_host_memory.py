@@ -59,6 +59,9 @@ def _run(huge_pages: bool) -> dict:
 def test_reexec_turns_fresh_buffers_into_huge_page_faults():
   plain, huge = _run(False), _run(True)
   assert plain["tunables"] == "" and huge["tunables"] == host_memory.TUNABLE
-  # 5 fresh 64 MiB outputs: 81,920 faults of 4 KiB pages; with 2 MiB pages, a few hundred.
+  # 5 fresh 64 MiB outputs: 81,920 faults of 4 KiB pages; with 2 MiB pages, a few hundred on
+  # a quiet machine. When free memory is short or fragmented the kernel falls back to 4 KiB
+  # pages for part of it (7,322 faults measured beside two multi-GiB compiles), so the bound is
+  # relative: without the tunable's effect the two counts would be about equal.
   assert plain["faults"] > 40_000, plain
-  assert huge["faults"] < 5_000, huge
+  assert huge["faults"] < plain["faults"] // 5, (plain, huge)
