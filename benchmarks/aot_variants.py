@@ -19,12 +19,17 @@ compiles in ~2 minutes instead of ~10 (embeddings and heads then weigh more).
             mask costs without the hash);
   rbg       `jax.random.bits` with an rbg key (the TPU hardware generator);
   threefry13  the shipped one with 13 Threefry rounds instead of 20 (Random123's smallest
-            BigCrush-passing count for 2x32; jax.random uses 20).
+            BigCrush-passing count for 2x32; jax.random uses 20);
+  rows      four draws per hash on four rows (second-to-last axis) instead of four lanes;
+  major     four draws per hash on four slices of the last major axis divisible by 4;
+  full      one hash per element at the tensor's own shape (four times the hashing, no
+            reshape). Results: docs/benchmarks.md, "Where the estimated step goes".
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -35,11 +40,40 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
+def _counters(cshape, split_first: bool):
+  """(hi, lo) uint32 hash counters over cshape: hi = the index along axis 0 if split_first
+  (else 0), lo = the flat index over the other axes (size-1 axes add nothing)."""
+  import jax
+  import jax.numpy as jnp
+  iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, cshape, axis)  # noqa: E731
+  hi = iota(0) if split_first else jnp.zeros(cshape, jnp.uint32)
+  lo, stride = jnp.zeros(cshape, jnp.uint32), 1
+  for axis in range(len(cshape) - 1, 0 if split_first else -1, -1):
+    if cshape[axis] == 1:
+      continue
+    lo = lo + iota(axis) * jnp.uint32(stride)
+    stride *= cshape[axis]
+  return hi, lo
+
+
+def _four_draws(rng, cshape, axis: int, split_first: bool, shape, rate):
+  """Keep mask of `shape` from one hash per counter of cshape, whose size-1 `axis` becomes the
+  four 16-bit draws of each hash (then reshaped to `shape`)."""
+  import jax
+  import jax.numpy as jnp
+  from bert_jax.models import layers
+  b1, b2 = layers.threefry2x32(*layers._key_words(rng), *_counters(cshape, split_first))
+  j = jax.lax.broadcasted_iota(jnp.uint32, (*cshape[:axis], 4, *cshape[axis + 1:]), axis)
+  words = jnp.where(j < 2, b1, b2)
+  draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
+  return (draws >= jnp.uint32(round(rate * 65536))).reshape(shape)
+
+
 def _swap_mask(kind: str):
   import jax
   import jax.numpy as jnp
   from bert_jax.models import layers
-  shipped = layers.dropout_keep_mask
+  shipped, shipped_hash = layers.dropout_keep_mask, layers.threefry2x32
   if kind == "barrier":
     layers.dropout_keep_mask = lambda rng, shape, rate: jax.lax.optimization_barrier(
         shipped(rng, shape, rate))
@@ -59,49 +93,18 @@ def _swap_mask(kind: str):
       return jax.random.bits(key, tuple(shape), jnp.uint16) >= jnp.uint16(round(rate * 65536))
     layers.dropout_keep_mask = rbg
   elif kind == "threefry13":
-    def threefry2x32_13(k1, k2, x1, x2):
-      def rotl(v, r):
-        return (v << jnp.uint32(r)) | (v >> jnp.uint32(32 - r))
-      ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
-      x1, x2 = x1 + ks[0], x2 + ks[1]
-      for n in range(13):
-        x1 = x1 + x2
-        x2 = rotl(x2, layers._THREEFRY_ROTATIONS[(n // 4) % 2][n % 4]) ^ x1
-        if n % 4 == 3:
-          i = n // 4
-          x1 = x1 + ks[(i + 1) % 3]
-          x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
-      return x1, x2
-    layers.threefry2x32 = threefry2x32_13
+    layers.threefry2x32 = functools.partial(shipped_hash, rounds=13)
   elif kind == "rows":
     def rows(rng, shape, rate):  # the four draws of a hash go to four rows, not four lanes
       *lead, last = shape
       if not lead or lead[-1] % 4:
         return shipped(rng, shape, rate)
       cshape = (*lead[:-1], lead[-1] // 4, 1, last)
-      iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, cshape, axis)  # noqa: E731
-      hi = iota(0) if len(lead) > 1 else jnp.zeros(cshape, jnp.uint32)
-      lo, stride = jnp.zeros(cshape, jnp.uint32), 1
-      for axis in range(len(cshape) - 1, 0 if len(lead) > 1 else -1, -1):
-        if cshape[axis] == 1:
-          continue
-        lo = lo + iota(axis) * jnp.uint32(stride)
-        stride *= cshape[axis]
-      b1, b2 = layers.threefry2x32(*layers._key_words(rng), hi, lo)
-      j = jax.lax.broadcasted_iota(jnp.uint32, (*cshape[:-2], 4, last), len(cshape) - 2)
-      words = jnp.where(j < 2, b1, b2)
-      draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
-      return (draws >= jnp.uint32(round(rate * 65536))).reshape(shape)
+      return _four_draws(rng, cshape, len(cshape) - 2, len(lead) > 1, shape, rate)
     layers.dropout_keep_mask = rows
   elif kind == "full":
     def full(rng, shape, rate):  # every element hashes its own counter: no reshape at all
-      iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, shape, axis)  # noqa: E731
-      hi = iota(0) if len(shape) > 1 else jnp.zeros(shape, jnp.uint32)
-      lo, stride = jnp.zeros(shape, jnp.uint32), 1
-      for axis in range(len(shape) - 1, 0 if len(shape) > 1 else -1, -1):
-        lo = lo + iota(axis) * jnp.uint32(stride)
-        stride *= shape[axis]
-      b1, _ = layers.threefry2x32(*layers._key_words(rng), hi, lo)
+      b1, _ = layers.threefry2x32(*layers._key_words(rng), *_counters(shape, len(shape) > 1))
       return (b1 >> 16) >= jnp.uint32(round(rate * 65536))
     layers.dropout_keep_mask = full
   elif kind == "major":
@@ -111,19 +114,7 @@ def _swap_mask(kind: str):
         return shipped(rng, shape, rate)
       a = axes[-1]
       cshape = (*shape[:a], shape[a] // 4, 1, *shape[a + 1:])
-      iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, cshape, axis)  # noqa: E731
-      lo, stride = jnp.zeros(cshape, jnp.uint32), 1
-      for axis in range(len(cshape) - 1, -1, -1):
-        if axis == a + 1:
-          continue
-        lo = lo + iota(axis) * jnp.uint32(stride)
-        stride *= cshape[axis]
-      b1, b2 = layers.threefry2x32(*layers._key_words(rng), jnp.zeros(cshape, jnp.uint32), lo)
-      j = jax.lax.broadcasted_iota(jnp.uint32, (*shape[:a], shape[a] // 4, 4, *shape[a + 1:]),
-                                   a + 1)
-      words = jnp.where(j < 2, b1, b2)
-      draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
-      return (draws >= jnp.uint32(round(rate * 65536))).reshape(shape)
+      return _four_draws(rng, cshape, a + 1, False, shape, rate)
     layers.dropout_keep_mask = major
   elif kind != "threefry":
     raise SystemExit(f"--mask={kind!r}: expected threefry, barrier, stand_in, rbg, "

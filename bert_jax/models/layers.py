@@ -44,23 +44,26 @@ def activation(name: str):
 _THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 
 
-def threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array
+def threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array, rounds: int = 20
                  ) -> tuple[jax.Array, jax.Array]:
   """The Threefry-2x32 hash (20 rounds) that jax.random uses, as plain elementwise uint32 ops.
 
   Equal to `jax.extend.random.threefry_2x32` (tested). Written out so XLA fuses it into its
   consumer: on CPU, jax.random lowers the hash as a rolled loop that copies its state every
-  iteration, and the dropout draws of one BERT-Base step (~19M random words) pay for that."""
+  iteration, and the dropout draws of one BERT-Base step (~19M random words) pay for that.
+  `rounds` other than 20 is for experiments (benchmarks/aot_variants.py); the key is injected
+  after every fourth round, as in Random123."""
   def rotl(v, r):
     return (v << jnp.uint32(r)) | (v >> jnp.uint32(32 - r))
   ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
   x1, x2 = x1 + ks[0], x2 + ks[1]
-  for i in range(5):
-    for r in _THREEFRY_ROTATIONS[i % 2]:
-      x1 = x1 + x2
-      x2 = rotl(x2, r) ^ x1
-    x1 = x1 + ks[(i + 1) % 3]
-    x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+  for n in range(rounds):
+    x1 = x1 + x2
+    x2 = rotl(x2, _THREEFRY_ROTATIONS[(n // 4) % 2][n % 4]) ^ x1
+    if n % 4 == 3:
+      i = n // 4
+      x1 = x1 + ks[(i + 1) % 3]
+      x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
   return x1, x2
 
 
