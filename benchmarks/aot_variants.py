@@ -12,13 +12,16 @@ model, v5p only), memory per chip and FLOPs. `--layers` shrinks the encoder so a
 compiles in ~2 minutes instead of ~10 (embeddings and heads then weigh more).
 
 `--mask` swaps the dropout mask generator for an experiment (never for training):
-  threefry  the shipped one (`layers.dropout_keep_mask`);
+  shipped   the shipped one (`layers.dropout_keep_mask`: a Threefry hash per row, a keyed
+            32-bit mix per element);
+  lanes     the one shipped until 2026-12-01: four 16-bit draws per Threefry hash on four
+            adjacent elements of the last axis;
   barrier   the shipped one behind `lax.optimization_barrier` (materialised once: shows whether
             XLA recomputes it in the backward pass);
   stand_in  one multiply per element, NOT a usable random generator (shows what applying the
             mask costs without the hash);
   rbg       `jax.random.bits` with an rbg key (the TPU hardware generator);
-  threefry13  the shipped one with 13 Threefry rounds instead of 20 (Random123's smallest
+  threefry13  `lanes` with 13 Threefry rounds instead of 20 (Random123's smallest
             BigCrush-passing count for 2x32; jax.random uses 20);
   rows      four draws per hash on four rows (second-to-last axis) instead of four lanes;
   major     four draws per hash on four slices of the last major axis divisible by 4;
@@ -56,24 +59,35 @@ def _counters(cshape, split_first: bool):
   return hi, lo
 
 
-def _four_draws(rng, cshape, axis: int, split_first: bool, shape, rate):
+def _four_draws(rng, cshape, axis: int, split_first: bool, shape, rate, rounds: int = 20):
   """Keep mask of `shape` from one hash per counter of cshape, whose size-1 `axis` becomes the
   four 16-bit draws of each hash (then reshaped to `shape`)."""
   import jax
   import jax.numpy as jnp
   from bert_jax.models import layers
-  b1, b2 = layers.threefry2x32(*layers._key_words(rng), *_counters(cshape, split_first))
+  b1, b2 = layers.threefry2x32(*layers._key_words(rng), *_counters(cshape, split_first),
+                               rounds=rounds)
   j = jax.lax.broadcasted_iota(jnp.uint32, (*cshape[:axis], 4, *cshape[axis + 1:]), axis)
   words = jnp.where(j < 2, b1, b2)
   draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
   return (draws >= jnp.uint32(round(rate * 65536))).reshape(shape)
 
 
+def lanes(rng, shape, rate, rounds: int = 20):
+  """The mask shipped until 2026-12-01: four 16-bit draws per Threefry hash on four adjacent
+  elements of the last axis (a reshape out of [..., last // 4, 4])."""
+  *lead, last = shape
+  if last % 4:
+    raise SystemExit(f"--mask=lanes: last axis {last} is not a multiple of 4")
+  cshape = (*lead, last // 4, 1)
+  return _four_draws(rng, cshape, len(cshape) - 1, len(lead) > 0, shape, rate, rounds)
+
+
 def _swap_mask(kind: str):
   import jax
   import jax.numpy as jnp
   from bert_jax.models import layers
-  shipped, shipped_hash = layers.dropout_keep_mask, layers.threefry2x32
+  shipped = layers.dropout_keep_mask
   if kind == "barrier":
     layers.dropout_keep_mask = lambda rng, shape, rate: jax.lax.optimization_barrier(
         shipped(rng, shape, rate))
@@ -92,13 +106,15 @@ def _swap_mask(kind: str):
       key = jax.random.wrap_key_data(jnp.stack([k1, k2, k1, k2]), impl="rbg")
       return jax.random.bits(key, tuple(shape), jnp.uint16) >= jnp.uint16(round(rate * 65536))
     layers.dropout_keep_mask = rbg
+  elif kind == "lanes":
+    layers.dropout_keep_mask = lanes
   elif kind == "threefry13":
-    layers.threefry2x32 = functools.partial(shipped_hash, rounds=13)
+    layers.dropout_keep_mask = functools.partial(lanes, rounds=13)
   elif kind == "rows":
     def rows(rng, shape, rate):  # the four draws of a hash go to four rows, not four lanes
       *lead, last = shape
       if not lead or lead[-1] % 4:
-        return shipped(rng, shape, rate)
+        return lanes(rng, shape, rate)
       cshape = (*lead[:-1], lead[-1] // 4, 1, last)
       return _four_draws(rng, cshape, len(cshape) - 2, len(lead) > 1, shape, rate)
     layers.dropout_keep_mask = rows
@@ -111,13 +127,13 @@ def _swap_mask(kind: str):
     def major(rng, shape, rate):  # the four draws of a hash go to four slices of a major axis
       axes = [a for a in range(len(shape) - 2) if shape[a] % 4 == 0]
       if not axes:
-        return shipped(rng, shape, rate)
+        return lanes(rng, shape, rate)
       a = axes[-1]
       cshape = (*shape[:a], shape[a] // 4, 1, *shape[a + 1:])
       return _four_draws(rng, cshape, a + 1, False, shape, rate)
     layers.dropout_keep_mask = major
-  elif kind != "threefry":
-    raise SystemExit(f"--mask={kind!r}: expected threefry, barrier, stand_in, rbg, "
+  elif kind != "shipped":
+    raise SystemExit(f"--mask={kind!r}: expected shipped, barrier, stand_in, rbg, lanes, "
                      "threefry13, rows, full or major")
 
 
@@ -129,7 +145,7 @@ def main():
   p.add_argument("--topology", default="v5p-8")
   p.add_argument("--variants", default="base,model.hidden_dropout_prob=0.0+"
                  "model.attention_probs_dropout_prob=0.0")
-  p.add_argument("--mask", default="threefry")
+  p.add_argument("--mask", default="shipped")
   args = p.parse_args()
 
   from bert_jax import aot

@@ -49,10 +49,9 @@ def threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array, rou
   """The Threefry-2x32 hash (20 rounds) that jax.random uses, as plain elementwise uint32 ops.
 
   Equal to `jax.extend.random.threefry_2x32` (tested). Written out so XLA fuses it into its
-  consumer: on CPU, jax.random lowers the hash as a rolled loop that copies its state every
-  iteration, and the dropout draws of one BERT-Base step (~19M random words) pay for that.
-  `rounds` other than 20 is for experiments (benchmarks/aot_variants.py); the key is injected
-  after every fourth round, as in Random123."""
+  consumer (the dropout mask's row keys): on CPU, jax.random lowers the hash as a rolled loop
+  that copies its state every iteration. `rounds` other than 20 is for experiments
+  (benchmarks/aot_variants.py); the key is injected after every fourth round, as in Random123."""
   def rotl(v, r):
     return (v << jnp.uint32(r)) | (v >> jnp.uint32(32 - r))
   ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
@@ -75,40 +74,56 @@ def _key_words(rng: jax.Array) -> tuple[jax.Array, jax.Array]:
   return data[0], data[1]
 
 
-def dropout_keep_mask(rng: jax.Array, shape: Sequence[int], rate: float) -> jax.Array:
-  """bool `shape`, True where an element is kept; P(drop) = round(rate * 65536) / 65536.
+def mix32(x: jax.Array) -> jax.Array:
+  """A 32-bit integer finaliser (Wellons' `lowbias32`: xor-shift, multiply, xor-shift, multiply,
+  xor-shift), a bijection of uint32 with low avalanche bias; elementwise."""
+  x = x ^ (x >> jnp.uint32(16))
+  x = x * jnp.uint32(0x21F0AAAD)
+  x = x ^ (x >> jnp.uint32(15))
+  x = x * jnp.uint32(0x735A2D97)
+  return x ^ (x >> jnp.uint32(15))
 
-  Counter-based: element (..., 4 * i + j) of a row uses 16-bit half j of the Threefry-2x32 hash
-  of the counter (row's leading index, flat index of (..., i)) under `rng`'s key: one hash
-  gives four draws. Counters are iotas over the global shape, so under a sharded jit every
-  device computes exactly its slice of the same mask (sharded == unsharded)."""
+
+def dropout_keep_mask(rng: jax.Array, shape: Sequence[int], rate: float) -> jax.Array:
+  """bool `shape`, True where an element is kept; P(drop) = round(rate * 2**32) / 2**32."""
+  return dropout_draws(rng, shape) >= jnp.uint32(min(round(rate * 2**32), 2**32 - 1))
+
+
+def dropout_draws(rng: jax.Array, shape: Sequence[int]) -> jax.Array:
+  """uint32 `shape`: the uniform 32-bit draws behind `dropout_keep_mask`.
+
+  Counter-based in two levels. Each row (all indices but the last) gets two 32-bit words
+  (r1, r2), the Threefry-2x32 hash of its counter (leading index, flat index of the other
+  leading axes) under `rng`'s key; element j of the row draws
+  `mix32(mix32(j * 0x9E3779B9 + r1) ^ r2)`, a keyed permutation of j that is different and
+  independent for every row. Per element that is ~20 integer ops, at the tensor's own shape
+  (no reshape, so it fuses into its consumer on every backend), where hashing every element
+  with Threefry would be ~120 and four 16-bit draws per hash ~33 plus a relayout. Counters are
+  iotas over the global shape, so under a sharded jit every device computes exactly its slice
+  of the same mask (sharded == unsharded)."""
   *lead, last = shape
-  q = -(-last // 4)
-  counter_shape = (*lead, q, 1)
-  iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, counter_shape, axis)  # noqa: E731
-  if math.prod(counter_shape[1:] if lead else counter_shape) >= 2**32:
-    raise ValueError(f"dropout over shape {tuple(shape)}: more than 2**32 draws per leading row")
-  hi = iota(0) if lead else jnp.zeros(counter_shape, jnp.uint32)
-  lo, stride = jnp.zeros(counter_shape, jnp.uint32), 1
-  for axis in range(len(counter_shape) - 2, 0 if lead else -1, -1):
+  row_shape = (*lead, 1)
+  if math.prod(lead[1:]) >= 2**32 or last >= 2**32:
+    raise ValueError(f"dropout over shape {tuple(shape)}: more than 2**32 rows per leading index"
+                     " or elements per row")
+  iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, row_shape, axis)  # noqa: E731
+  hi = iota(0) if lead else jnp.zeros(row_shape, jnp.uint32)
+  lo, stride = jnp.zeros(row_shape, jnp.uint32), 1
+  for axis in range(len(lead) - 1, 0, -1):
     lo = lo + iota(axis) * jnp.uint32(stride)
-    stride *= counter_shape[axis]
-  b1, b2 = threefry2x32(*_key_words(rng), hi, lo)  # [..., q, 1] each
-  j = jax.lax.broadcasted_iota(jnp.uint32, (*lead, q, 4), len(lead) + 1)
-  words = jnp.where(j < 2, b1, b2)  # [..., q, 4]: broadcast, no concatenation
-  draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
-  keep = (draws >= jnp.uint32(round(rate * 65536))).reshape(*lead, 4 * q)
-  return keep if 4 * q == last else keep[..., :last]
+    stride *= row_shape[axis]
+  r1, r2 = threefry2x32(*_key_words(rng), hi, lo)  # [..., 1] each
+  j = jax.lax.broadcasted_iota(jnp.uint32, (*[1] * len(lead), last), len(lead))
+  return mix32(mix32(j * jnp.uint32(0x9E3779B9) + r1) ^ r2)
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
   """Inverted dropout; identity when `rng` is None (deterministic) or the rate is 0.
 
-  The mask (`dropout_keep_mask`) is Threefry-2x32 over counters in x's shape, computed in
-  fused elementwise code with four 16-bit draws per hash: BERT's attention dropout needs
-  B·N·L² draws per layer, and this is a quarter of the hashing of one 32-bit draw each, with no
-  random-bits array written to memory. Counters follow x's (global) shape, so the draws stay
-  partitioned like x under sharding."""
+  The mask (`dropout_keep_mask`) is computed in fused elementwise code from counters in x's
+  shape: BERT's attention dropout needs B·N·L² draws per layer, so the mask costs ~20 integer
+  ops per element and no random-bits array is written to memory. Counters follow x's (global)
+  shape, so the draws stay partitioned like x under sharding."""
   if rng is None or rate == 0.0:
     return x
   keep = dropout_keep_mask(rng, x.shape, rate)

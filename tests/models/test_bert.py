@@ -242,21 +242,75 @@ def test_packed_rows_compute_each_sequence_as_if_alone():
 @pytest.mark.parametrize("rate", [0.1, 0.5])
 def test_dropout_drops_at_the_rate_and_keeps_the_expectation(rate):
   from bert_jax.models.layers import dropout
-  x = jnp.ones((64, 12, 128, 127), jnp.float32)  # last axis not a multiple of 4 draws per hash
-  y = np.asarray(dropout(x, rate, jax.random.key(3)))
-  dropped = float((y == 0).mean())
-  assert abs(dropped - rate) < 4 * np.sqrt(rate * (1 - rate) / y.size)  # within 4 sigma
+  x = jnp.ones((64, 12, 128, 127), jnp.float32)
+  key = jax.random.key(3)
+  y = np.asarray(dropout(x, rate, key))
+  d = y == 0
+  assert abs(d.mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / d.size)  # within 4 sigma
   np.testing.assert_allclose(y.mean(), 1.0, atol=4e-3)
-  # The four draws of one hash (elements 4i..4i+3: both halves of both words) are independent
-  # of each other, and so are neighbouring hashes.
-  d = (y[..., :124] == 0).reshape(-1, 31, 4)
+  # Pairs are independent: neighbours in a row (one row hash, consecutive counters), the same
+  # element of neighbouring rows and of neighbouring batch items, and the same element under
+  # the next layer's key (bert.py draws layer i from fold_in(key, i)).
   both = rate * rate
-  tolerance = 6 * np.sqrt(both * (1 - both) / d[..., 0].size)  # 6 sigma of a pair frequency
-  for j, k in ((0, 1), (0, 2), (1, 3), (2, 3)):
-    assert abs(np.mean(d[..., j] & d[..., k]) - both) < tolerance, (j, k)
-  assert abs(np.mean(d[:, :-1, 3] & d[:, 1:, 0]) - both) < tolerance
+  tolerance = 6 * np.sqrt(both * (1 - both) / (d.size * 0.99))  # 6 sigma of a pair frequency
+  nxt = np.asarray(dropout(x, rate, jax.random.fold_in(key, 1))) == 0
+  pairs = {"in a row": (d[..., :-1], d[..., 1:]), "rows": (d[..., :-1, :], d[..., 1:, :]),
+           "batch": (d[:-1], d[1:]), "keys": (d, nxt)}
+  for name, (a, b) in pairs.items():
+    assert abs(np.mean(a & b) - both) < tolerance, name
+  # Within a row the drops are binomial: the variance of a row's count is n p (1 - p). A
+  # permutation of the counters that clusters (a weak mix) or spreads (a stratified one) the
+  # drops inside a row moves this ratio.
+  counts = d.reshape(-1, d.shape[-1]).sum(-1)
+  ratio = counts.var() / (d.shape[-1] * rate * (1 - rate))
+  assert abs(ratio - 1) < 6 * np.sqrt(2 / counts.size), ratio
   z = np.asarray(dropout(x, rate, jax.random.key(4)))
-  assert (y != z).any() and np.array_equal(y, np.asarray(dropout(x, rate, jax.random.key(3))))
+  assert (y != z).any() and np.array_equal(y, np.asarray(dropout(x, rate, key)))
+
+
+def test_dropout_statistics_catch_a_weak_generator(monkeypatch):
+  """The statistics above are not vacuous: a mask whose row offsets are random but whose
+  within-row draws are a plain multiplicative sequence (no mixing) fails them."""
+  from bert_jax.models import layers
+  rows = layers.dropout_keep_mask
+
+  def weak(rng, shape, rate):
+    keep = rows(rng, shape, rate)  # for the shape; the draws below replace it
+    j = jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 1)
+    r = jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 2) * jnp.uint32(0x9E3779B9)
+    draws = j * jnp.uint32(0x9E3779B9) + r
+    return (draws >= jnp.uint32(round(rate * 2**32))) | (keep & False)
+  monkeypatch.setattr(layers, "dropout_keep_mask", weak)
+  with pytest.raises(AssertionError):
+    test_dropout_drops_at_the_rate_and_keeps_the_expectation(0.1)
+
+
+def test_dropout_draws_depend_on_the_element_index_not_the_shape():
+  """An element's draw depends on its global (row, column) only -- what keeps a sharded mask
+  equal to the unsharded one: widening the rows leaves their first columns' draws as they were."""
+  from bert_jax.models.layers import dropout_keep_mask
+  key = jax.random.key(11)
+  full = np.asarray(dropout_keep_mask(key, (4, 6, 40), 0.3))
+  again = np.asarray(dropout_keep_mask(key, (4, 6, 40), 0.3))
+  np.testing.assert_array_equal(full, again)
+  wider = np.asarray(dropout_keep_mask(key, (4, 6, 80), 0.3))
+  np.testing.assert_array_equal(wider[..., :40], full)  # a row's draws depend on j, not length
+
+
+def test_mix32_is_lowbias32():
+  """layers.mix32 is Wellons' lowbias32 (constants 0x21f0aaad, 0x735a2d97), checked against
+  the same function in Python integers."""
+  from bert_jax.models.layers import mix32
+
+  def lowbias32(x):
+    x ^= x >> 16
+    x = (x * 0x21F0AAAD) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x735A2D97) & 0xFFFFFFFF
+    return x ^ (x >> 15)
+  xs = np.random.default_rng(1).integers(0, 2**32, 512, dtype=np.uint64).tolist() + [0, 1]
+  want = np.array([lowbias32(x) for x in xs], np.uint32)
+  np.testing.assert_array_equal(np.asarray(mix32(jnp.asarray(np.array(xs, np.uint32)))), want)
 
 
 def test_dropout_hash_is_jax_threefry():
