@@ -28,6 +28,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from bert_jax import paths
+
 log = logging.getLogger("bert_jax")
 
 
@@ -199,7 +201,7 @@ def orbax_path(directory) -> epath.Path:
   a relative one, "Checkpoint path should be absolute", and only when the first array is
   written, in the background); gs:// and other URLs as they are."""
   path = epath.Path(directory)
-  return path if "://" in str(directory) else epath.Path(os.path.abspath(path))
+  return path if paths.is_url(directory) else epath.Path(os.path.abspath(path))
 
 
 class Checkpointer:

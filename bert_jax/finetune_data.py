@@ -26,6 +26,7 @@ import os
 import numpy as np
 from etils import epath
 
+from bert_jax import paths
 from bert_jax.tokenization import Tokenizer
 
 # GLUE in TFDS: (text_a, text_b) feature names per task (label is "label" everywhere).
@@ -68,7 +69,7 @@ def infer_format(path: str, fmt: str) -> str:
 def _open(path: str):
   if not epath.Path(path).is_file():
     raise DataError(f"{path}: no such file (check --config.data.train_file/eval_file/test_file)")
-  if "://" in path:  # gs://...: bytes through epath, decoded as open() would
+  if paths.is_url(path):  # gs://...: bytes through epath, decoded as open() would
     return io.TextIOWrapper(epath.Path(path).open("rb"), encoding="utf-8", newline="")
   return open(path, encoding="utf-8", newline="")
 

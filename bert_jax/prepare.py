@@ -23,6 +23,7 @@ import tempfile
 from absl import app, flags, logging
 from etils import epath
 
+from bert_jax import paths
 from bert_jax import pretraining_data as pdata
 from bert_jax.pretraining_data import DataError
 
@@ -88,7 +89,7 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
   if bool(input) == bool(tfds_source):
     raise DataError("pass exactly one of --input (text files) and --tfds_source (a TFDS dataset)")
   try:
-    vocab = vocab if "://" in vocab else os.path.expanduser(vocab)
+    vocab = vocab if paths.is_url(vocab) else os.path.expanduser(vocab)
     tokenizer = Tokenizer.from_file(vocab, lower_case=lower_case)
   except VocabError as e:
     raise DataError(f"--vocab: {e}") from None
@@ -97,7 +98,7 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
     files = pdata.expand_inputs(input)
     _check_text_has_pair(files)
     shards = pdata.plan_text_shards(files, shard_bytes)
-    inputs = [[f if "://" in f else os.path.abspath(f), pdata.file_size(f)] for f in files]
+    inputs = [[f if paths.is_url(f) else os.path.abspath(f), pdata.file_size(f)] for f in files]
   else:
     shards = _plan_tfds_shards(tfds_source, tfds_source_split, tfds_source_data_dir,
                                text_feature, shard_bytes)

@@ -41,6 +41,8 @@ import re
 import numpy as np
 from etils import epath
 
+from bert_jax import paths
+
 MASKING_MODES = ("dynamic", "static")
 # 256 KiB: a unit of parallel work small enough that a small corpus keeps every core busy (1 MiB
 # shards left one of two workers idle on the 1.2 MB sample: 1.03 s vs 0.76 s), and a random-next
@@ -72,14 +74,14 @@ def expand_inputs(patterns: str) -> list[str]:
 
 
 def _glob(pattern: str) -> list[str]:
-  if "://" in pattern:  # gs://bucket/dir/*.txt
+  if paths.is_url(pattern):  # gs://bucket/dir/*.txt
     import tensorflow as tf
     return tf.io.gfile.glob(pattern)
   return glob.glob(os.path.expanduser(pattern))
 
 
 def file_size(path: str) -> int:
-  return epath.Path(path).stat().length if "://" in path else os.path.getsize(path)
+  return epath.Path(path).stat().length if paths.is_url(path) else os.path.getsize(path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,6 @@ A piece starts a word when it begins with "▁" (U+2581).
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 from etils import epath

@@ -33,7 +33,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from bert_jax import distributed, host_memory, sharding, train_lib
+from bert_jax import distributed, host_memory, paths, sharding, train_lib
 from bert_jax.checkpointing import Checkpointer, CheckpointMismatchError, CheckpointSaveError
 from bert_jax.train_step import eval_summary
 
@@ -106,7 +106,7 @@ class _AppendLines:
 
   def __init__(self, path: epath.Path):
     self._pending = b""
-    self._local = "://" not in str(path)
+    self._local = not paths.is_url(path)
     if self._local:  # unbuffered: os.write says how many bytes the disk took
       self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     else:  # gs:// and the like write whole objects on close; nothing partial to track

@@ -31,6 +31,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
+from bert_jax import paths
 from bert_jax.interop import names as names_lib
 from bert_jax.interop import safetensors_io
 from bert_jax.models.bert import TASKS, create_model
@@ -458,7 +459,7 @@ def save_pretrained(model: nnx.Module, path, *, format: str = "hf", vocab=None, 
       old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
       out.rename(old)
       tmp.rename(out)
-      shutil.rmtree(old, ignore_errors=True) if "://" not in str(old) else old.rmtree()
+      shutil.rmtree(old, ignore_errors=True) if not paths.is_url(old) else old.rmtree()
     else:
       tmp.rename(out)
   except BaseException:

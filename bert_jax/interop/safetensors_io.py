@@ -9,12 +9,13 @@ lies about sizes or offsets is a one-line error naming the file and the tensor.
 from __future__ import annotations
 
 import json
-import os
 import struct
 
 import ml_dtypes
 import numpy as np
 from etils import epath
+
+from bert_jax import paths
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's own bound
 
@@ -29,10 +30,6 @@ _NAMES = {v: k for k, v in _DTYPES.items()}
 
 class SafetensorsError(ValueError):
   pass
-
-
-def _is_local(path) -> bool:
-  return "://" not in os.fspath(path)
 
 
 def read_header(path) -> tuple[dict, int]:
@@ -79,7 +76,7 @@ def read_header(path) -> tuple[dict, int]:
 def load(path: str) -> dict[str, np.ndarray]:
   """All tensors of a safetensors file as numpy arrays (memory-mapped, read-only)."""
   header, offset = read_header(path)
-  if _is_local(path):
+  if not paths.is_url(path):
     mm = np.memmap(path, dtype=np.uint8, mode="r")
   else:  # gs:// and friends: read it whole
     mm = np.frombuffer(epath.Path(path).read_bytes(), dtype=np.uint8)
