@@ -12,7 +12,7 @@ elements; `benchmarks/aot_variants.py --mask=lanes`).
 
 `--stream=rows|cols` writes the shipped generator's raw uint32 draws (`layers.dropout_draws`)
 to stdout until the reader stops: attention-shaped blocks [4, 16, 128, 128] under the keys
-fold_in(key, 0), fold_in(key, 1), ... (how bert.py keys its layers), in row-major order
+fold_in(key(--seed), 0), fold_in(key(--seed), 1), ... (how bert.py keys its layers), in row-major order
 (`rows`: consecutive elements of a row, then the next row) or transposed (`cols`: the same
 element of consecutive rows, which tests the rows' independence).
 """
@@ -32,13 +32,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-def stream(order: str) -> None:
+def stream(order: str, seed: int) -> None:
   import jax
   import numpy as np
   from bert_jax.models import layers
   shape = (4, 16, 128, 128)
   draws = jax.jit(lambda k: layers.dropout_draws(k, shape))
-  key = jax.random.key(2026)
+  key = jax.random.key(seed)
   out = sys.stdout.buffer
   i = 0
   try:
@@ -60,10 +60,11 @@ def main():
   p.add_argument("--rate", type=float, default=0.1)
   p.add_argument("--calls", type=int, default=40)
   p.add_argument("--stream", choices=["rows", "cols"], default=None)
+  p.add_argument("--seed", type=int, default=2026, help="the stream's key")
   p.add_argument("--json", action="store_true")
   args = p.parse_args()
   if args.stream:
-    stream(args.stream)
+    stream(args.stream, args.seed)
     return
 
   import jax
