@@ -43,7 +43,9 @@ def test_end_to_end_on_the_sample_corpus(sample_data, tmp_path):
   assert signal.getsignal(signal.SIGTERM) is before
   logs = _metrics(tmp_path)
   assert [r["step"] for r in logs] == [10, 20, 30, 40]
-  assert logs[-1]["mlm_loss"] < logs[0]["mlm_loss"] - 0.5  # it learns
+  # It learns: from step 10 to 40 the MLM loss fell by 0.45-0.67 in five runs (the vocabulary,
+  # and so the data, differ a little between runs; see bert_jax/vocab.py); without learning, 0.
+  assert logs[-1]["mlm_loss"] < logs[0]["mlm_loss"] - 0.3
   for key in ("loss", "mlm_accuracy", "nsp_accuracy", "grad_norm", "learning_rate",
               "seq_per_s", "tokens_per_s", "mfu"):
     assert np.isfinite(logs[-1][key]), key
