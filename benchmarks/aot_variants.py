@@ -43,30 +43,14 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-def _counters(cshape, split_first: bool):
-  """(hi, lo) uint32 hash counters over cshape: hi = the index along axis 0 if split_first
-  (else 0), lo = the flat index over the other axes (size-1 axes add nothing)."""
-  import jax
-  import jax.numpy as jnp
-  iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, cshape, axis)  # noqa: E731
-  hi = iota(0) if split_first else jnp.zeros(cshape, jnp.uint32)
-  lo, stride = jnp.zeros(cshape, jnp.uint32), 1
-  for axis in range(len(cshape) - 1, 0 if split_first else -1, -1):
-    if cshape[axis] == 1:
-      continue
-    lo = lo + iota(axis) * jnp.uint32(stride)
-    stride *= cshape[axis]
-  return hi, lo
-
-
 def _four_draws(rng, cshape, axis: int, split_first: bool, shape, rate, rounds: int = 20):
   """Keep mask of `shape` from one hash per counter of cshape, whose size-1 `axis` becomes the
   four 16-bit draws of each hash (then reshaped to `shape`)."""
   import jax
   import jax.numpy as jnp
   from bert_jax.models import layers
-  b1, b2 = layers.threefry2x32(*layers._key_words(rng), *_counters(cshape, split_first),
-                               rounds=rounds)
+  b1, b2 = layers.threefry2x32(*layers._key_words(rng),
+                               *layers.hash_counters(cshape, split_first), rounds=rounds)
   j = jax.lax.broadcasted_iota(jnp.uint32, (*cshape[:axis], 4, *cshape[axis + 1:]), axis)
   words = jnp.where(j < 2, b1, b2)
   draws = (words >> ((j & 1) * jnp.uint32(16))) & jnp.uint32(0xFFFF)
@@ -120,7 +104,8 @@ def _swap_mask(kind: str):
     layers.dropout_keep_mask = rows
   elif kind == "full":
     def full(rng, shape, rate):  # every element hashes its own counter: no reshape at all
-      b1, _ = layers.threefry2x32(*layers._key_words(rng), *_counters(shape, len(shape) > 1))
+      b1, _ = layers.threefry2x32(*layers._key_words(rng),
+                                  *layers.hash_counters(shape, len(shape) > 1))
       return (b1 >> 16) >= jnp.uint32(round(rate * 65536))
     layers.dropout_keep_mask = full
   elif kind == "major":

@@ -12,15 +12,16 @@ elements; `benchmarks/aot_variants.py --mask=lanes`).
 
 `--stream=rows|cols` writes the shipped generator's raw uint32 draws (`layers.dropout_draws`)
 to stdout until the reader stops: attention-shaped blocks [4, 16, 128, 128] under the keys
-fold_in(key(--seed), 0), fold_in(key(--seed), 1), ... (how bert.py keys its layers), in row-major order
-(`rows`: consecutive elements of a row, then the next row) or transposed (`cols`: the same
-element of consecutive rows, which tests the rows' independence).
+fold_in(key(--seed), 0), fold_in(key(--seed), 1), ... (how bert.py keys its layers), in
+row-major order (`rows`: consecutive elements of a row, then the next row) or transposed
+(`cols`: the same element of consecutive rows, which tests the rows' independence).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -93,7 +94,7 @@ def main():
     for name in fns:
       rows.append({"tensor": where, "shape": list(shape), "mask": name,
                    "median_ms": 1e3 * statistics.median(times[name]),
-                   "elements_per_s": float(jnp.prod(jnp.array(shape))) /
+                   "elements_per_s": math.prod(shape) /
                    statistics.median(times[name])})
   print(f"dropout mask + apply, rate {rate}, {args.model} batch {b} seq {seq}, "
         f"{jax.devices()[0].platform}, median of {args.calls} interleaved calls")

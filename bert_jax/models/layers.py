@@ -84,6 +84,19 @@ def mix32(x: jax.Array) -> jax.Array:
   return x ^ (x >> jnp.uint32(15))
 
 
+def hash_counters(shape: Sequence[int], split_first: bool) -> tuple[jax.Array, jax.Array]:
+  """(hi, lo) uint32 counters over `shape` for the Threefry hash: hi = the index along axis 0
+  if split_first (else 0), lo = the flat index over the other axes (over all, if not)."""
+  iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, shape, axis)  # noqa: E731
+  hi = iota(0) if split_first else jnp.zeros(shape, jnp.uint32)
+  lo, stride = jnp.zeros(shape, jnp.uint32), 1
+  for axis in range(len(shape) - 1, 0 if split_first else -1, -1):
+    if shape[axis] > 1:
+      lo = lo + iota(axis) * jnp.uint32(stride)
+      stride *= shape[axis]
+  return hi, lo
+
+
 def dropout_keep_mask(rng: jax.Array, shape: Sequence[int], rate: float) -> jax.Array:
   """bool `shape`, True where an element is kept; P(drop) = round(rate * 2**32) / 2**32."""
   return dropout_draws(rng, shape) >= jnp.uint32(min(round(rate * 2**32), 2**32 - 1))
@@ -106,13 +119,7 @@ def dropout_draws(rng: jax.Array, shape: Sequence[int]) -> jax.Array:
   if math.prod(lead[1:]) >= 2**32 or last >= 2**32:
     raise ValueError(f"dropout over shape {tuple(shape)}: more than 2**32 rows per leading index"
                      " or elements per row")
-  iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, row_shape, axis)  # noqa: E731
-  hi = iota(0) if lead else jnp.zeros(row_shape, jnp.uint32)
-  lo, stride = jnp.zeros(row_shape, jnp.uint32), 1
-  for axis in range(len(lead) - 1, 0, -1):
-    lo = lo + iota(axis) * jnp.uint32(stride)
-    stride *= row_shape[axis]
-  r1, r2 = threefry2x32(*_key_words(rng), hi, lo)  # [..., 1] each
+  r1, r2 = threefry2x32(*_key_words(rng), *hash_counters(row_shape, bool(lead)))  # [..., 1]
   j = jax.lax.broadcasted_iota(jnp.uint32, (*[1] * len(lead), last), len(lead))
   return mix32(mix32(j * jnp.uint32(0x9E3779B9) + r1) ^ r2)
 
