@@ -58,9 +58,19 @@ def _config(preset: str, seq: int, preds: int, remat: str, per_chip: int, chips:
 
 
 def _compile(preset, seq, preds, remat, topology, per_chip):
+  import gc
+
+  import jax
+
   from bert_jax import aot
   _, _, chips = aot.parse_topology(topology)
-  report = aot.compile_train_step(_config(preset, seq, preds, remat, per_chip, chips), topology)
+  try:
+    report = aot.compile_train_step(_config(preset, seq, preds, remat, per_chip, chips),
+                                    topology)
+  finally:
+    # A search runs many compiles in one process: drop what jit cached for the last one.
+    jax.clear_caches()
+    gc.collect()
   print(f"  {preset} seq {seq} remat {remat} {topology} per-chip batch {per_chip}: "
         f"{report.per_device_bytes / aot.GiB:.2f} GiB of {report.hbm_bytes / aot.GiB:.0f} "
         f"({report.compile_s:.0f}s compile)", flush=True)
@@ -151,6 +161,8 @@ def main():
         # Temporaries grow about in proportion to the batch (the v5p line under-counts v4's).
         scale = e.available_gib / e.required_gib if e.required_gib > 0 else 0.9
         b = min(b - 8, int((usable - fixed) // slope) // 8 * 8, int(b * scale) // 8 * 8)
+        if best is not None:  # between the largest that fit and this refusal: try the gap
+          b = max(b, best.batch_size // best.devices + 8)
         report = None
       if report is not None and not report.fits:
         b -= max(8, -int(-(report.per_device_bytes - hbm) // slope) // 8 * 8)

@@ -68,3 +68,20 @@ def test_largest_batch_per_chip_steps_down_and_up(tmp_path, monkeypatch):
   calls.clear()
   aot_table.main()
   assert calls == []
+
+
+def test_a_refusal_after_a_fit_tries_the_gap_between_them(tmp_path, monkeypatch):
+  # A chip that needs less per sequence than the first chip's line (0.08 vs 0.1 GiB): the line's
+  # batch (304) fits, the step up (to 376, counted against the full 32 GiB) is refused at XLA's
+  # usable 30.75 GiB, and the line then says 288 -- below what already fit. The search goes on
+  # from 312 instead of stopping at 304 and reaches the chip's own largest batch, 360.
+  monkeypatch.setitem(CHIPS, "v4", (1.5, 0.08, 30.75))
+  calls = []
+  monkeypatch.setattr(aot_table, "_compile", _fake_compile(calls))
+  out = tmp_path / "table.jsonl"
+  monkeypatch.setattr(sys, "argv", ["aot_table.py", "--cells=base-128-none-v5p-8,"
+                                    "base-128-none-v4-8", f"--out={out}"])
+  aot_table.main()
+  rows = {r["topology"]: r for r in map(json.loads, out.read_text().splitlines())}
+  assert rows["v4-8"]["per_chip_batch"] == _largest("v4") == 360
+  assert [b for t, b in calls if t == "v4-8"] == [304, 376, 312, 360]
