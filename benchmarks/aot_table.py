@@ -29,21 +29,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-DEFAULT_CELLS = [
-    # (preset, seq, max_predictions, remat, topology), cheapest first (BERT-Base compiles in
-    # minutes, BERT-Large in a quarter of an hour each on this machine's single core).
-    ("bert_base", 128, 20, "none", "v5p-8"), ("bert_base", 128, 20, "none", "v5e-8"),
-    ("bert_base", 128, 20, "none", "v4-8"), ("bert_base", 128, 20, "none", "v4-32"),
-    ("bert_base", 128, 20, "none", "v5p-128"),
-    ("bert_base", 512, 80, "none", "v5p-8"), ("bert_base", 512, 80, "none", "v5e-8"),
-    ("bert_base", 512, 80, "none", "v4-8"),
-    ("bert_base", 128, 20, "full", "v5e-8"), ("bert_base", 512, 80, "full", "v5e-8"),
-    ("bert_large", 128, 20, "none", "v5p-8"), ("bert_large", 128, 20, "none", "v5e-8"),
-    ("bert_large", 128, 20, "none", "v4-8"),
-    ("bert_large", 512, 80, "none", "v5p-8"), ("bert_large", 512, 80, "none", "v5e-8"),
-    ("bert_large", 512, 80, "full", "v5e-8"),
-    ("bert_large", 128, 20, "none", "v4-32"), ("bert_large", 128, 20, "none", "v5p-128"),
-]
+# The grid in docs/benchmarks.md: BERT-Base and BERT-Large, phase 1 (128) and phase 2 (512),
+# without remat and with `save_dots` (the phase-2 presets' policy), on five topologies; BERT-Base
+# first (a BERT-Base compile takes minutes on one of this machine's cores, BERT-Large up to a
+# quarter of an hour). Each (model, seq, remat) starts on v5p-8, whose two compiles give the line.
+TOPOLOGIES = ("v5p-8", "v5e-8", "v4-8", "v4-32", "v5p-128")
+DEFAULT_CELLS = [(preset, seq, 20 if seq == 128 else 80, remat, topology)
+                 for preset in ("bert_base", "bert_large") for seq in (128, 512)
+                 for remat in ("none", "save_dots") for topology in TOPOLOGIES]
 
 
 def _config(preset: str, seq: int, preds: int, remat: str, per_chip: int, chips: int):
@@ -105,7 +98,7 @@ def main():
   from bert_jax import aot
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--cells", default="", help="comma list of preset-seq-remat-topology "
-                 "(e.g. bert_large-128-none-v5p-8); default: the table in docs/launch.md")
+                 "(e.g. bert_large-128-none-v5p-8); default: the table in docs/benchmarks.md")
   p.add_argument("--out", default="aot_table.jsonl")
   p.add_argument("--markdown", action="store_true",
                  help="print --out's rows as the markdown table in docs/benchmarks.md; compile nothing")
