@@ -29,12 +29,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+
+def _max_predictions(seq: int) -> int:
+  return 20 if seq <= 128 else 80  # BERT's masked positions per sequence at 128 and 512
+
+
 # The grid in docs/benchmarks.md: BERT-Base and BERT-Large, phase 1 (128) and phase 2 (512),
 # without remat and with `save_dots` (the phase-2 presets' policy), on five topologies; BERT-Base
 # first (a BERT-Base compile takes minutes on one of this machine's cores, BERT-Large up to a
 # quarter of an hour). Each (model, seq, remat) starts on v5p-8, whose two compiles give the line.
 TOPOLOGIES = ("v5p-8", "v5e-8", "v4-8", "v4-32", "v5p-128")
-DEFAULT_CELLS = [(preset, seq, 20 if seq == 128 else 80, remat, topology)
+DEFAULT_CELLS = [(preset, seq, _max_predictions(seq), remat, topology)
                  for preset in ("bert_base", "bert_large") for seq in (128, 512)
                  for remat in ("none", "save_dots") for topology in TOPOLOGIES]
 
@@ -112,7 +117,7 @@ def main():
     for c in args.cells.split(","):
       preset, seq, remat, topo = c.split("-", 3)
       preset = preset if preset.startswith("bert_") else f"bert_{preset}"  # large == bert_large
-      cells.append((preset, int(seq), 20 if int(seq) <= 128 else 80, remat, topo))
+      cells.append((preset, int(seq), _max_predictions(int(seq)), remat, topo))
   lines = {}  # (preset, seq, remat) -> (fixed bytes, bytes per sequence per chip)
   usable_hbm = {}  # chip -> the HBM XLA lets a program use, learned from a refusal
   done = set()
