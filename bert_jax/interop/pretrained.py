@@ -32,6 +32,7 @@ from etils import epath
 from flax import nnx
 
 from bert_jax import paths
+from bert_jax.errors import UserError
 from bert_jax.interop import names as names_lib
 from bert_jax.interop import safetensors_io
 from bert_jax.models.bert import TASKS, create_model
@@ -49,7 +50,7 @@ _HF_ARCH = {"pretraining": "BertForPreTraining", "encoder": "BertModel",
             "question_answering": "BertForQuestionAnswering"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A checkpoint that cannot be loaded as asked; the message names the file and the fix."""
 
 
@@ -108,46 +109,55 @@ class _Source:
 
 def _read_hf(p: epath.Path) -> tuple[BertConfig, _Source]:
   config = BertConfig.from_json_file(p / "config.json")
-  tensors: dict[str, np.ndarray] = {}
+  if (p / "model.safetensors").exists() or (p / "model.safetensors.index.json").exists():
+    where, held = _open_hf_safetensors(p)
+    stored = _normalize_hf_names({k: k for k in held})  # our name -> name in the file
+    return config, _Source(where, {k: held[v].shapes[v] for k, v in stored.items()},
+                           lambda name: held[stored[name]][stored[name]])
+  where = str(p / "pytorch_model.bin")
+  try:
+    import torch
+  except ImportError:
+    raise CheckpointError(
+        f"{where}: PyTorch .bin weights need torch (pip install torch); or convert them to "
+        "model.safetensors") from None
+  try:
+    sd = torch.load(where, map_location="cpu", weights_only=True)
+  except Exception as e:  # noqa: BLE001 - torch raises many types here
+    raise CheckpointError(f"{where}: cannot be read safely with torch.load(weights_only=True) "
+                          f"({type(e).__name__}); convert it to safetensors") from None
+  tensors = _normalize_hf_names({k: v.float().numpy() for k, v in sd.items()})
+  return config, _Source(where, {k: tuple(v.shape) for k, v in tensors.items()},
+                         tensors.__getitem__)
+
+
+def _open_hf_safetensors(p: epath.Path) -> tuple[str, dict]:
+  """(where, {tensor name: the lazily opened file holding it}) for model.safetensors or shards."""
   if (p / "model.safetensors").exists():
     where = str(p / "model.safetensors")
     try:
-      tensors = safetensors_io.load(where)
+      tensors = safetensors_io.lazy_load(where)
     except safetensors_io.SafetensorsError as e:
       raise CheckpointError(str(e)) from None
-  elif (p / "model.safetensors.index.json").exists():
-    where = str(p / "model.safetensors.index.json")
+    return where, dict.fromkeys(tensors, tensors)
+  where = str(p / "model.safetensors.index.json")
+  try:
+    weight_map = json.loads((p / "model.safetensors.index.json").read_text())["weight_map"]
+    files = sorted(set(weight_map.values()))
+  except (ValueError, KeyError, TypeError):
+    raise CheckpointError(f"{where}: not a valid safetensors index (no weight_map)") from None
+  held: dict[str, safetensors_io.LazyTensors] = {}
+  for f in files:
+    if "/" in f or f.startswith(".."):
+      raise CheckpointError(f"{where}: shard name {f!r} escapes the checkpoint directory")
     try:
-      weight_map = json.loads((p / "model.safetensors.index.json").read_text())["weight_map"]
-      files = sorted(set(weight_map.values()))
-    except (ValueError, KeyError, TypeError):
-      raise CheckpointError(f"{where}: not a valid safetensors index (no weight_map)") from None
-    for f in files:
-      if "/" in f or f.startswith(".."):
-        raise CheckpointError(f"{where}: shard name {f!r} escapes the checkpoint directory")
-      try:
-        tensors.update(safetensors_io.load(str(p / f)))
-      except FileNotFoundError:
-        raise CheckpointError(f"{p / f}: shard listed in {where} is missing") from None
-      except safetensors_io.SafetensorsError as e:
-        raise CheckpointError(str(e)) from None
-  else:
-    where = str(p / "pytorch_model.bin")
-    try:
-      import torch
-    except ImportError:
-      raise CheckpointError(
-          f"{where}: PyTorch .bin weights need torch (pip install torch); or convert them to "
-          "model.safetensors") from None
-    try:
-      sd = torch.load(where, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types here
-      raise CheckpointError(f"{where}: cannot be read safely with torch.load(weights_only=True) "
-                            f"({type(e).__name__}); convert it to safetensors") from None
-    tensors = {k: v.float().numpy() for k, v in sd.items()}
-  tensors = _normalize_hf_names(tensors)
-  return config, _Source(where, {k: tuple(v.shape) for k, v in tensors.items()},
-                         tensors.__getitem__)
+      shard = safetensors_io.lazy_load(str(p / f))
+    except FileNotFoundError:
+      raise CheckpointError(f"{p / f}: shard listed in {where} is missing") from None
+    except safetensors_io.SafetensorsError as e:
+      raise CheckpointError(str(e)) from None
+    held.update(dict.fromkeys(shard, shard))  # a name in two shards: the later one, as before
+  return where, held
 
 
 def _normalize_hf_names(tensors: dict) -> dict:
@@ -447,7 +457,11 @@ def save_pretrained(model: nnx.Module, path, *, format: str = "hf", vocab=None, 
       (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
       params = jax.tree.map(lambda a: _cast(np.asarray(a), dtype),
                             jax.device_get(_params_tree(model)))
-      ckptr = ocp.StandardCheckpointer()
+      # Host arrays written by this process alone: in a multi-process run the caller saves
+      # from one process, and Orbax must not wait for the others at its barriers.
+      me = jax.process_index()
+      ckptr = ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=me, active_processes={me}))
       ckptr.save((tmp / "params").resolve(), params)
       ckptr.wait_until_finished()
     for f in vocab_files:

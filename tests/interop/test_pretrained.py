@@ -5,6 +5,8 @@ import logging
 import os
 import struct
 
+import jax
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -33,12 +35,66 @@ def test_round_trip_is_bit_identical_and_carries_the_vocab(model, vocab, tmp_pat
   assert detect_format(out) == fmt
   assert (out / "vocab.txt").read_text() == vocab.read_text()
   back = load_pretrained(out)
-  assert back.config == model.config if fmt == "orbax" else True
+  # The config comes back too: orbax stores every field, hf/tf1 the architecture fields, and
+  # this model leaves every other field (dtype, layer_norm_eps, ...) at its default.
+  assert back.config == model.config
   assert_trees_equal(params_of(back), params_of(model))
   # The vocabulary travels on: save the loaded model again without naming it.
   again = save_pretrained(back, tmp_path / f"{fmt}-again", format="hf")
   assert (again / "vocab.txt").exists()
   assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+@pytest.mark.parametrize("fmt", ["hf", "tf1", "orbax"])
+def test_each_format_carries_its_config_fields(tmp_path, fmt):
+  config = small_config(hidden_act="gelu", initializer_range=0.05, layer_norm_eps=1e-6,
+                        pad_token_id=1, classifier_dropout=0.3, dtype="bfloat16")
+  back = load_pretrained(save_pretrained(create_model(config), tmp_path / fmt, format=fmt)).config
+  default = small_config()
+  carried = {"orbax": config, "hf": config.replace(dtype=default.dtype),
+             "tf1": default.replace(hidden_act="gelu", initializer_range=0.05)}[fmt]
+  assert back == carried
+
+
+def _shard(d, split_at):
+  """Rewrites d/model.safetensors as two shards plus model.safetensors.index.json."""
+  tensors = safetensors_io.load(str(d / "model.safetensors"))
+  names = sorted(tensors)
+  shards = {"model-00001-of-00002.safetensors": names[:split_at],
+            "model-00002-of-00002.safetensors": names[split_at:]}
+  for file, part in shards.items():
+    safetensors_io.save({n: np.array(tensors[n]) for n in part}, str(d / file))
+  (d / "model.safetensors.index.json").write_text(json.dumps(
+      {"metadata": {}, "weight_map": {n: f for f, part in shards.items() for n in part}}))
+  os.remove(d / "model.safetensors")
+  return list(shards)
+
+
+def test_sharded_safetensors_load(model, tmp_path):
+  d = save_pretrained(model, tmp_path / "hf", format="hf")
+  files = _shard(d, 10)
+  assert detect_format(d) == "hf"
+  assert_trees_equal(params_of(load_pretrained(d)), params_of(model))
+  os.remove(d / files[1])
+  with pytest.raises(CheckpointError) as e:
+    load_pretrained(d)
+  assert _one_line(e) == (f"{d / files[1]}: shard listed in {d / 'model.safetensors.index.json'} "
+                          "is missing")
+  (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "../x"}}))
+  with pytest.raises(CheckpointError, match="shard name '../x' escapes the checkpoint directory"):
+    load_pretrained(d)
+  (d / "model.safetensors.index.json").write_text("{}")
+  with pytest.raises(CheckpointError, match="not a valid safetensors index"):
+    load_pretrained(d)
+
+
+def test_bfloat16_hf_export_loads_as_its_rounded_weights(model, tmp_path):
+  d = save_pretrained(model, tmp_path / "hf", format="hf", dtype="bfloat16")
+  stored = safetensors_io.lazy_load(str(d / "model.safetensors"))
+  assert set(stored.dtypes.values()) == {"BF16"}
+  rounded = jax.tree.map(lambda a: a.astype(ml_dtypes.bfloat16).astype(np.float32),
+                         params_of(model))
+  assert_trees_equal(params_of(load_pretrained(d)), rounded)
 
 
 def test_tf1_checkpoint_has_google_research_bert_names(model, tmp_path):
