@@ -22,9 +22,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax import sharding
+from bert_jax.models.attention import (attention_mask_to_bool, dot_product_attention,
+                                       packed_attention_mask)
 from bert_jax.models.config import BertConfig
-from bert_jax.models.layers import Dense, Embed, LayerNorm, activation, dropout, param
+from bert_jax.models.dropout import dropout
+from bert_jax.models.layers import Dense, Embed, LayerNorm, activation, param
+from bert_jax.parallel import sharding
 
 # Distinct RNG streams inside a layer (fold_in constants).
 _RNG_EMBED, _RNG_ATTN_PROBS, _RNG_ATTN_OUT, _RNG_FFN_OUT, _RNG_HEAD = 0, 1, 2, 3, 4
@@ -74,47 +77,6 @@ def _rng(rng: jax.Array | None, *data: int | jax.Array) -> jax.Array | None:
   for d in data:
     rng = jax.random.fold_in(rng, d)
   return rng
-
-
-def attention_mask_to_bool(attention_mask: jax.Array) -> jax.Array:
-  """[B, L] keep-mask (1 = token, 0 = padding) -> [B, 1, 1, L]; [B, L, L] -> [B, 1, L, L]."""
-  mask = attention_mask.astype(bool)
-  if mask.ndim == 2:
-    return mask[:, None, None, :]
-  if mask.ndim == 3:
-    return mask[:, None, :, :]
-  raise ValueError(f"attention_mask must be [B, L] or [B, L, L], got shape {mask.shape}")
-
-
-def packed_attention_mask(segment_ids: jax.Array) -> jax.Array:
-  """[B, L] segment ids of packed rows (1, 2, ... per sequence, 0 = padding) -> bool
-  [B, 1, L, L]: a token attends only to tokens of its own sequence."""
-  seg = segment_ids.astype(jnp.int32)
-  return ((seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0))[:, None]
-
-
-def dot_product_attention(q, k, v, mask, *, impl: str, dropout_rate: float,
-                          rng: jax.Array | None) -> jax.Array:
-  """Scaled dot-product attention. q, k, v: [B, L, N, D]; mask: bool [B, 1, L|1, L].
-
-  Logits and softmax in float32; masked logits get float32's lowest finite value (never -inf,
-  so a fully padded row is uniform, not NaN, in any compute dtype). `auto` uses
-  jax.nn.dot_product_attention on GPU/TPU (cuDNN flash attention where it applies) unless
-  attention dropout is active, which needs the explicit ("manual") path; on CPU it uses the
-  manual path (the same XLA ops, and it also handles float16 there).
-  """
-  use_dropout = rng is not None and dropout_rate > 0.0
-  library = impl in ("xla", "cudnn") or (
-      impl == "auto" and not use_dropout and jax.default_backend() != "cpu")
-  if library:
-    return jax.nn.dot_product_attention(
-        q, k, v, mask=mask, implementation=None if impl == "auto" else impl)
-  scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
-  logits = jnp.einsum("btnd,bsnd->bnts", q, k, preferred_element_type=jnp.float32) * scale
-  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1)
-  probs = dropout(probs, dropout_rate, rng) if use_dropout else probs
-  return jnp.einsum("bnts,bsnd->btnd", probs.astype(v.dtype), v)
 
 
 # ---- encoder ----------------------------------------------------------------------------------
@@ -201,12 +163,10 @@ _REMAT_POLICIES = {
 class BertEncoder(nnx.Module):
   """num_hidden_layers layers, each its own module (parameters `layers/<i>/...`).
 
-  Applied unrolled (default: XLA schedules and overlaps all layers; on CPU ~10% faster steps
-  than a scan, and a third of the scanned program's memory on TPU for BERT-Large) or with
-  lax.scan over the layers' parameters stacked on the fly (`scan_layers=True`: one compiled
-  layer body, at the cost of stacking the weights every step; BERT-Large's CPU train step
-  compiles in 19.8 s scanned vs 37.7 s unrolled, 2026-11-30). Both compute the same function
-  from the same parameters.
+  Applied unrolled (default: XLA sees every layer, so it can schedule and overlap them) or
+  with lax.scan over the layers' parameters stacked on the fly (`scan_layers=True`: one
+  compiled layer body, so the program compiles faster, at the cost of stacking the weights
+  every step). Both compute the same function from the same parameters.
   """
 
   def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):

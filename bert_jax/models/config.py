@@ -52,9 +52,9 @@ class BertConfig:
   classifier_dropout: float | None = None  # None: hidden_dropout_prob (as HF).
   # Execution (not saved to HF/TF1 files):
   dtype: str = "float32"  # compute dtype; parameters are always float32.
-  scan_layers: bool = False  # lax.scan over the layers (one compiled body) vs unrolled (fast steps).
+  scan_layers: bool = False  # lax.scan over layers (one compiled body) vs unrolled (fast steps).
   remat_policy: str = "none"  # none | full | save_dots: activation rematerialisation per layer.
-  attention_impl: str = "auto"  # auto | xla | cudnn | manual (see models/bert.py).
+  attention_impl: str = "auto"  # auto | xla | cudnn | manual (see models/attention.py).
 
   def __post_init__(self):
     def bad(msg):

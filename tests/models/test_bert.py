@@ -96,19 +96,99 @@ def test_scanned_and_unrolled_layers_compute_the_same_function():
   np.testing.assert_allclose(a.nsp_logits, b.nsp_logits, atol=1e-5)
 
 
+def _pretraining_loss(model, ids, types, mask):
+  """MLM cross-entropy at 4 positions per row plus NSP, with dropout on (a training step)."""
+  positions = np.tile(np.array([[1, 2, 3, 4]], np.int32), (ids.shape[0], 1))
+  labels = np.take_along_axis(ids, positions, axis=1)
+  nsp = np.arange(ids.shape[0], dtype=np.int32) % 2
+  out = model(ids, types, mask, positions, deterministic=False, dropout_rng=jax.random.key(5))
+  mlm = jnp.take_along_axis(jax.nn.log_softmax(out.mlm_logits), labels[..., None], axis=-1)
+  nsp_lp = jnp.take_along_axis(jax.nn.log_softmax(out.nsp_logits), nsp[:, None], axis=-1)
+  return -mlm.mean() - nsp_lp.mean()
+
+
+def test_remat_lowers_compiled_memory_and_keeps_loss_and_grads():
+  """The compiled training gradient's temporary memory (XLA's memory analysis) shrinks with
+  rematerialisation, full below save_dots below none, and the loss and gradients stay equal.
+
+  Scanned layers: with unrolled layers XLA:CPU's memory analysis shows no saving (nor for a
+  plain stack of jax.checkpoint'ed matmuls: its schedule does not hold the recomputation back
+  to the backward pass), while a scan's backward loop can only recompute inside itself.
+  test_remat_keeps_results_with_unrolled_layers checks the unrolled results."""
+  cfg = small_config(scan_layers=True)
+  ids, types, mask = batch(cfg, batch_size=4, length=32)
+  temp, results = {}, {}
+  for policy in ("none", "full", "save_dots"):
+    model = random_model(cfg.replace(remat_policy=policy))
+    graphdef, params = nnx.split(model, nnx.Param)
+    grad = jax.value_and_grad(
+        lambda p: _pretraining_loss(nnx.merge(graphdef, p), ids, types, mask))
+    compiled = jax.jit(grad).lower(params).compile()
+    temp[policy] = compiled.memory_analysis().temp_size_in_bytes
+    results[policy] = compiled(params)
+  assert temp["full"] < temp["save_dots"] < temp["none"], temp
+  loss, grads = results["none"]
+  for policy in ("full", "save_dots"):
+    np.testing.assert_allclose(results[policy][0], loss, rtol=1e-6)
+    for x, y in zip(jax.tree.leaves(results[policy][1]), jax.tree.leaves(grads)):
+      np.testing.assert_allclose(x, y, atol=1e-6)
+
+
 @pytest.mark.parametrize("policy", ["full", "save_dots"])
-def test_remat_changes_memory_not_results(policy):
+def test_remat_keeps_results_with_unrolled_layers(policy):
   cfg = small_config()
   ids, types, mask = batch(cfg)
-
-  def loss(model):
-    return model(ids, types, mask).mlm_logits.mean()
-
   base, remat = random_model(cfg), random_model(cfg.replace(remat_policy=policy))
-  g1 = nnx.grad(loss)(base)
-  g2 = nnx.grad(loss)(remat)
+  l1, g1 = nnx.value_and_grad(_pretraining_loss)(base, ids, types, mask)
+  l2, g2 = nnx.value_and_grad(_pretraining_loss)(remat, ids, types, mask)
+  np.testing.assert_allclose(l2, l1, rtol=1e-6)
   for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["xla", "cudnn"])
+def test_library_attention_refuses_attention_dropout(impl):
+  """jax.nn.dot_product_attention has no dropout: a training call with attention-probability
+  dropout is an error naming both fields and the fix, not a silently different model."""
+  cfg = small_config(attention_impl=impl)
+  assert cfg.attention_probs_dropout_prob == 0.1
+  ids, types, mask = batch(cfg)
+  want = (f"attention_impl='{impl}' has no attention-probability dropout but "
+          "attention_probs_dropout_prob=0.1; set attention_probs_dropout_prob=0 or "
+          "attention_impl='auto'")
+  for c in (cfg, cfg.replace(scan_layers=True, remat_policy="full")):
+    model = create_model(c)
+    with pytest.raises(ValueError) as e:
+      jax.jit(lambda i, t, m: model(i, t, m, deterministic=False,
+                                    dropout_rng=jax.random.key(0)).mlm_logits)(ids, types, mask)
+    assert str(e.value) == want
+  for c in (cfg, cfg.replace(scan_layers=True, remat_policy="full")):
+    with pytest.raises(ValueError) as e:
+      create_model(c, "classification")(ids, types, mask, deterministic=False,
+                                        dropout_rng=jax.random.key(0))
+    assert str(e.value) == want
+
+
+def test_xla_attention_serves_inference_and_dropout_free_training():
+  """Refused only where dropout would be skipped: deterministic calls, and training with
+  attention_probs_dropout_prob=0, run and match the explicit path."""
+  cfg = small_config()
+  ids, types, mask = batch(cfg)
+  xla, manual = (random_model(cfg.replace(attention_impl=i)) for i in ("xla", "manual"))
+  np.testing.assert_allclose(xla(ids, types, mask).mlm_logits,
+                             manual(ids, types, mask).mlm_logits, atol=1e-5)
+  cfg0 = cfg.replace(attention_probs_dropout_prob=0.0)
+  xla, manual = (random_model(cfg0.replace(attention_impl=i)) for i in ("xla", "manual"))
+  key = jax.random.key(2)
+  np.testing.assert_allclose(
+      xla(ids, types, mask, deterministic=False, dropout_rng=key).mlm_logits,
+      manual(ids, types, mask, deterministic=False, dropout_rng=key).mlm_logits, atol=1e-5)
+  # `auto` keeps attention dropout: on every backend it takes the explicit path then.
+  auto = random_model(cfg)
+  np.testing.assert_array_equal(
+      auto(ids, types, mask, deterministic=False, dropout_rng=key).mlm_logits,
+      random_model(cfg.replace(attention_impl="manual"))(
+          ids, types, mask, deterministic=False, dropout_rng=key).mlm_logits)
 
 
 def test_padding_does_not_change_real_tokens():
@@ -241,7 +321,7 @@ def test_packed_rows_compute_each_sequence_as_if_alone():
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])
 def test_dropout_drops_at_the_rate_and_keeps_the_expectation(rate):
-  from bert_jax.models.layers import dropout
+  from bert_jax.models.dropout import dropout
   x = jnp.ones((64, 12, 128, 127), jnp.float32)
   key = jax.random.key(3)
   y = np.asarray(dropout(x, rate, key))
@@ -271,8 +351,8 @@ def test_dropout_drops_at_the_rate_and_keeps_the_expectation(rate):
 def test_dropout_statistics_catch_a_weak_generator(monkeypatch):
   """The statistics above are not vacuous: a mask whose row offsets are random but whose
   within-row draws are a plain multiplicative sequence (no mixing) fails them."""
-  from bert_jax.models import layers
-  rows = layers.dropout_keep_mask
+  import bert_jax.models.dropout as dropout_lib
+  rows = dropout_lib.dropout_keep_mask
 
   def weak(rng, shape, rate):
     keep = rows(rng, shape, rate)  # for the shape; the draws below replace it
@@ -280,7 +360,7 @@ def test_dropout_statistics_catch_a_weak_generator(monkeypatch):
     r = jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 2) * jnp.uint32(0x9E3779B9)
     draws = j * jnp.uint32(0x9E3779B9) + r
     return (draws >= jnp.uint32(round(rate * 2**32))) | (keep & False)
-  monkeypatch.setattr(layers, "dropout_keep_mask", weak)
+  monkeypatch.setattr(dropout_lib, "dropout_keep_mask", weak)
   with pytest.raises(AssertionError):
     test_dropout_drops_at_the_rate_and_keeps_the_expectation(0.1)
 
@@ -288,7 +368,7 @@ def test_dropout_statistics_catch_a_weak_generator(monkeypatch):
 def test_dropout_draws_depend_on_the_element_index_not_the_shape():
   """An element's draw depends on its global (row, column) only -- what keeps a sharded mask
   equal to the unsharded one: widening the rows leaves their first columns' draws as they were."""
-  from bert_jax.models.layers import dropout_keep_mask
+  from bert_jax.models.dropout import dropout_keep_mask
   key = jax.random.key(11)
   full = np.asarray(dropout_keep_mask(key, (4, 6, 40), 0.3))
   again = np.asarray(dropout_keep_mask(key, (4, 6, 40), 0.3))
@@ -298,9 +378,9 @@ def test_dropout_draws_depend_on_the_element_index_not_the_shape():
 
 
 def test_mix32_is_lowbias32():
-  """layers.mix32 is Wellons' lowbias32 (constants 0x21f0aaad, 0x735a2d97), checked against
+  """dropout.mix32 is Wellons' lowbias32 (constants 0x21f0aaad, 0x735a2d97), checked against
   the same function in Python integers."""
-  from bert_jax.models.layers import mix32
+  from bert_jax.models.dropout import mix32
 
   def lowbias32(x):
     x ^= x >> 16
@@ -314,10 +394,10 @@ def test_mix32_is_lowbias32():
 
 
 def test_dropout_hash_is_jax_threefry():
-  """layers.threefry2x32 is the hash jax.random is built on, bit for bit."""
+  """dropout.threefry2x32 is the hash jax.random is built on, bit for bit."""
   from jax.extend.random import threefry_2x32
 
-  from bert_jax.models.layers import threefry2x32
+  from bert_jax.models.dropout import threefry2x32
   key = jnp.array([0x12345678, 0x9ABCDEF0], jnp.uint32)
   count = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, 4096, dtype=np.uint32))
   hi, lo = threefry2x32(key[0], key[1], count[:2048], count[2048:])
