@@ -3,7 +3,8 @@ r"""Checkpoint cost: how long training is blocked by an async save, the full sav
   python benchmarks/checkpoint.py [--models=base,large] [--dir=/tmp/bert_jax_ckpt_bench] [--json]
 
 Uses the trainer's own pieces: the TrainState (params + optimizer moments + step + RNG) built by
-train_lib.build for the model, and bert_jax.checkpointing.Checkpointer (Orbax, async).
+bert_jax.training.pretraining.build for the model (configs/default.py with --models' preset), and
+bert_jax.training.checkpointing.Checkpointer (Orbax, async).
 "blocked" is the time `save()` takes to return (the train loop continues after it); "full" adds
 waiting until the checkpoint is finalized on disk; "restore" reads it back onto the same
 shardings. Sizes are the bytes of the saved state.
@@ -15,23 +16,21 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import repo_configs  # benchmarks/repo_configs.py
 
 
 def bench(model: str, directory: str, repeats: int) -> dict:
   import jax
-  from bert_jax import sharding, train_lib
-  from bert_jax.checkpointing import Checkpointer
-  from configs import default
-  c = default.get_config()
+  from bert_jax.parallel import sharding
+  from bert_jax.training import pretraining
+  from bert_jax.training.checkpointing import Checkpointer
+  c = repo_configs.load("default")
   c.model.preset = model
   c.train.batch_size = 8
   mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
-  setup = train_lib.build(c, mesh, 30522)
+  setup = pretraining.build(c, mesh, 30522)
   state = setup.init_state(jax.random.key(0))
   jax.block_until_ready(state)
   nbytes = sum(x.nbytes for x in jax.tree.leaves(state))

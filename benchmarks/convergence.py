@@ -1,9 +1,10 @@
 r"""Do we train like HF PyTorch BERT? Same initial weights, same batches, same optimizer.
 
-  python benchmarks/convergence.py [--steps=400] [--corpus=../shared/corpus/python-docs-library.txt]
+  python benchmarks/convergence.py [--steps=400] [--corpus=FILE]
 
-1. Builds a WordPiece vocab and a seq-128 `bert_pretraining` dataset from the corpus (cached in
-   --work_dir), and draws --steps batches from our input pipeline (dynamic masking).
+1. Builds a WordPiece vocab and a seq-128 `bert_pretraining` dataset from --corpus (default: the
+   bundled sample, `bert_jax.data.SAMPLE_CORPUS`; cached in --work_dir per corpus), and draws
+   --steps batches from our input pipeline (dynamic masking).
 2. Initialises BERT-tiny once (ours), exports it with save_pretrained(format="hf") and loads that
    into transformers.BertForPreTraining: identical starting weights.
 3. Trains both on the identical batches with AdamW (bias-corrected, eps 1e-6, weight decay 0.01
@@ -18,25 +19,29 @@ r"""Do we train like HF PyTorch BERT? Same initial weights, same batches, same o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import repo_configs  # benchmarks/repo_configs.py
 
 
 def prepare_batches(args):
-  from bert_jax import input_pipeline, prepare, vocab
-  vocab_dir = os.path.join(args.work_dir, "vocab")
-  data_dir = os.path.join(args.work_dir, "data")
+  from bert_jax.data import input_pipeline
+  from bert_jax.data.prepare import prepare
+  from bert_jax.text.vocab import train_vocab
+  # One cache per corpus and vocab size: a different --corpus must not reuse another's data.
+  tag = hashlib.sha1(f"{os.path.abspath(args.corpus)}:{args.vocab_size}".encode()).hexdigest()[:12]
+  vocab_dir = os.path.join(args.work_dir, tag, "vocab")
+  data_dir = os.path.join(args.work_dir, tag, "data")
   if not os.path.exists(os.path.join(vocab_dir, "vocab.txt")):
-    vocab.train_vocab(args.corpus, vocab_dir, vocab_size=args.vocab_size, kind="wordpiece",
-                      lower_case=True)
+    train_vocab(args.corpus, vocab_dir, vocab_size=args.vocab_size, kind="wordpiece",
+                lower_case=True)
   if not os.path.exists(data_dir):
-    prepare.prepare(input=args.corpus, vocab=os.path.join(vocab_dir, "vocab.txt"),
-                    data_dir=data_dir, max_seq_length=128, max_predictions_per_seq=20)
+    prepare(input=args.corpus, vocab=os.path.join(vocab_dir, "vocab.txt"), data_dir=data_dir,
+            max_seq_length=128, max_predictions_per_seq=20)
   info = input_pipeline.dataset_info(data_dir)
   it = input_pipeline.train_iterator(data_dir, batch_size=args.batch_size, seq_len=128,
                                      max_predictions_per_seq=20, seed=0)
@@ -45,10 +50,12 @@ def prepare_batches(args):
 
 def run_ours(args, vocab_size, batches, hf_dir):
   import jax
-  from bert_jax import save_pretrained, sharding, train_lib
+  from bert_jax import save_pretrained
+  from bert_jax.parallel import sharding
+  from bert_jax.training import pretraining
+  from bert_jax.training import train_state
   from flax import nnx
-  from configs import default
-  c = default.get_config()
+  c = repo_configs.load("default")
   c.model.preset = "tiny"
   if not args.dropout:
     c.model.hidden_dropout_prob = c.model.attention_probs_dropout_prob = 0.0
@@ -56,14 +63,14 @@ def run_ours(args, vocab_size, batches, hf_dir):
   c.optimizer.name, c.optimizer.learning_rate = "adamw", args.lr
   c.optimizer.warmup_steps, c.optimizer.eps, c.optimizer.clip_grad_norm = args.warmup, 1e-6, 1.0
   mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
-  setup = train_lib.build(c, mesh, vocab_size)
+  setup = pretraining.build(c, mesh, vocab_size)
   state = setup.init_state(jax.random.key(0))
   model = nnx.merge(setup.graphdef, jax.device_get(state.params))
   save_pretrained(model, hf_dir, format="hf")  # the starting point both sides use
   losses = []
   t = time.perf_counter()
   for b in batches:
-    state, m = setup.train_step(state, train_lib.global_batch(b, setup.batch_sharding))
+    state, m = setup.train_step(state, train_state.global_batch(b, setup.batch_sharding))
     losses.append(m)
   losses = jax.device_get(losses)
   return ([float(m["mlm_loss"]) for m in losses], [float(m["nsp_loss"]) for m in losses],
@@ -121,9 +128,10 @@ def run_torch(args, batches, hf_dir):
 
 
 def main():
+  from bert_jax.data import SAMPLE_CORPUS
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "corpus",
-                                                  "python-docs-library.txt"))
+  p.add_argument("--corpus", default=SAMPLE_CORPUS,
+                 help="text file, one sentence per line (default: the bundled sample)")
   p.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "bert_jax_conv"))
   p.add_argument("--steps", type=int, default=400)
   p.add_argument("--batch_size", type=int, default=32)

@@ -25,12 +25,13 @@ import sys
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import repo_configs  # benchmarks/repo_configs.py
+
+REPO = repo_configs.REPO  # the trainer runs here: its config files import `configs`
 
 
 def _args(workdir, data_dir, steps):
-  return [sys.executable, "-m", "bert_jax.train", f"--config={REPO}/configs/tiny.py",
+  return [sys.executable, "-m", "bert_jax.train", f"--config={repo_configs.path('tiny')}",
           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
           "--config.data.seq_len=64", "--config.data.max_predictions_per_seq=10",
           "--config.data.shuffle_buffer=200", "--config.train.batch_size=8",
@@ -67,14 +68,15 @@ def _phase(lines: list[str]) -> str:
 def _final_params(workdir, step_limit):
   import jax
   import numpy as np
-  from bert_jax import input_pipeline, sharding, train_lib
-  from bert_jax.checkpointing import Checkpointer
-  from configs import tiny
-  c = tiny.get_config()
+  from bert_jax.data import input_pipeline
+  from bert_jax.parallel import sharding
+  from bert_jax.training import pretraining
+  from bert_jax.training.checkpointing import Checkpointer
+  c = repo_configs.load("tiny")
   c.data.seq_len, c.data.max_predictions_per_seq, c.train.batch_size = 64, 10, 8
   c.train.num_steps = step_limit
   vocab = input_pipeline.dataset_info(os.path.join(os.path.dirname(workdir), "data"))["vocab_size"]
-  setup = train_lib.build(c, sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1]), vocab)
+  setup = pretraining.build(c, sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1]), vocab)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   state, step = ckpt.restore(setup.abstract_state)
   ckpt.close()
@@ -91,13 +93,14 @@ def main():
   rng = random.Random(args.seed)
   shutil.rmtree(args.work_dir, ignore_errors=True)
   os.makedirs(args.work_dir)
-  from bert_jax import prepare, vocab
   from bert_jax.data import SAMPLE_CORPUS
-  vocab_path = vocab.train_vocab(str(SAMPLE_CORPUS), os.path.join(args.work_dir, "vocab"),
-                                 vocab_size=2000, kind="wordpiece", lower_case=True)
+  from bert_jax.data.prepare import prepare
+  from bert_jax.text.vocab import train_vocab
+  vocab_path = train_vocab(str(SAMPLE_CORPUS), os.path.join(args.work_dir, "vocab"),
+                           vocab_size=2000, kind="wordpiece", lower_case=True)
   data_dir = os.path.join(args.work_dir, "data")
-  prepare.prepare(input=str(SAMPLE_CORPUS), vocab=vocab_path, data_dir=data_dir,
-                  max_seq_length=64, max_predictions_per_seq=10, validation_fraction=0.1)
+  prepare(input=str(SAMPLE_CORPUS), vocab=vocab_path, data_dir=data_dir, max_seq_length=64,
+          max_predictions_per_seq=10, validation_fraction=0.1)
 
   ref = os.path.join(args.work_dir, "reference")
   t = time.time()

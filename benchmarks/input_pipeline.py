@@ -1,11 +1,11 @@
-"""Throughput of `bert_jax.input_pipeline.train_iterator` in sequences per second.
+"""Throughput of `bert_jax.data.input_pipeline.train_iterator` in sequences per second.
 
   .venv/bin/python benchmarks/input_pipeline.py                   # seq 128, dynamic masking
   .venv/bin/python benchmarks/input_pipeline.py --whole_word_masking --json
   .venv/bin/python benchmarks/input_pipeline.py --seq_len=512 --max_predictions_per_seq=76 --pack
 
-Prepares a dataset from --input (default ../shared/corpus/python-docs-library.txt, else the
-bundled sample) once (not timed), then times next() on the iterator — reading TFRecords, shuffle,
+Prepares a dataset from --input (default: the bundled sample, `bert_jax.data.SAMPLE_CORPUS`)
+once (not timed), then times next() on the iterator — reading TFRecords, shuffle,
 batch, parse, dynamic masking, numpy conversion — after --warmup batches, for --seconds.
 With --pack the rows are packed (several sequences per row): it also reports the fraction of
 non-padding tokens per row with and without packing, which is the train step's gain from it
@@ -19,14 +19,12 @@ import shutil
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CORPUS = os.path.normpath(
-    os.path.join(REPO, "..", "shared", "corpus", "python-docs-library.txt"))
-
 
 def main():
+  from bert_jax.data import SAMPLE_CORPUS
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--input", default=None)
+  p.add_argument("--input", default=SAMPLE_CORPUS,
+                 help="text file(s) to prepare, one sentence per line (default: the bundled sample)")
   p.add_argument("--seq_len", type=int, default=128)
   p.add_argument("--max_predictions_per_seq", type=int, default=20)
   p.add_argument("--batch_size", type=int, default=256, help="per-process batch")
@@ -42,12 +40,11 @@ def main():
   logging.set_verbosity(logging.WARNING)
   import tensorflow_datasets as tfds
   tfds.disable_progress_bar()
-  from bert_jax import input_pipeline
-  from bert_jax.data import SAMPLE_CORPUS
-  from bert_jax.prepare import prepare
-  from bert_jax.vocab import train_vocab
+  from bert_jax.data import input_pipeline
+  from bert_jax.data.prepare import prepare
+  from bert_jax.text.vocab import train_vocab
 
-  corpus = args.input or (DEFAULT_CORPUS if os.path.exists(DEFAULT_CORPUS) else SAMPLE_CORPUS)
+  corpus = args.input
   work = tempfile.mkdtemp(prefix="bench_pipeline_")
   try:
     vocab = train_vocab(corpus, os.path.join(work, "vocab"), 30522, lower_case=True)

@@ -1,19 +1,20 @@
 """Throughput of `bert_jax.prepare` in MB of raw text per second, end to end.
 
-  .venv/bin/python benchmarks/prepare.py                      # ../shared/corpus, all cores
-  .venv/bin/python benchmarks/prepare.py --reference_script=/tmp/bert_ref/create_pretraining_data.py
+  .venv/bin/python benchmarks/prepare.py                      # the bundled sample, all cores
+  .venv/bin/python benchmarks/prepare.py --input=FILE --reference_script=/tmp/bert_ref/create_pretraining_data.py
 
-Times `prepare()` in this process (TensorFlow already imported: the clock covers reading,
-tokenizing, pairing, masking when static, serialising and writing the TFDS dataset), best of
---repeats runs. The vocabulary (WordPiece, --vocab_size, uncased) is trained first on the same
-text unless --vocab is given; that is not timed.
+Times `bert_jax.data.prepare.prepare()` on --input (default: the bundled sample,
+`bert_jax.data.SAMPLE_CORPUS`) in this process (TensorFlow already imported: the clock covers
+reading, tokenizing, pairing, masking when static, serialising and writing the TFDS dataset),
+best of --repeats runs. The vocabulary (WordPiece, --vocab_size, uncased) is trained first on
+the same text unless --vocab is given; that is not timed.
 
 --reference_script: google-research/bert's create_pretraining_data.py, with its tokenization.py
 beside it (not part of this project: fetch them yourself). It is TF1 code; it runs here with
-`tensorflow.compat.v1` standing in for `tensorflow` (the compat shim below), in a subprocess,
-timed from after its imports, with --dupe_factor=1 (one pass, as our dynamic mode; set
---reference_dupe_factor=10 for its default) and --do_lower_case=True on the same vocab. Prints
-the speed ratio.
+`tensorflow.compat.v1` standing in for `tensorflow` (the compat shim below, which also loads the
+tokenization.py beside it as the script's `tokenization`), in a subprocess, timed from after its
+imports, with --dupe_factor=1 (one pass, as our dynamic mode; set --reference_dupe_factor=10 for
+its default) and --do_lower_case=True on the same vocab. Prints the speed ratio.
 """
 
 import argparse
@@ -25,15 +26,17 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CORPUS = os.path.join(REPO, "..", "shared", "corpus", "python-docs-library.txt")
-
-# Runs a TF1 script under TF2: `import tensorflow as tf` gets tensorflow.compat.v1.
+# Runs a TF1 script under TF2: `import tensorflow as tf` gets tensorflow.compat.v1, and the
+# script's `import tokenization` gets the tokenization.py beside it (as `python script.py` would).
 _SHIM = r"""
-import os, runpy, sys, time
+import importlib.util, os, runpy, sys, time
 import tensorflow.compat.v1 as tf1
 sys.modules["tensorflow"] = tf1
-sys.path.insert(0, os.path.dirname(sys.argv[1]))
+beside = os.path.join(os.path.dirname(sys.argv[1]), "tokenization.py")
+if os.path.exists(beside):
+  spec = importlib.util.spec_from_file_location("tokenization", beside)
+  sys.modules["tokenization"] = module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
 start = time.perf_counter()
 sys.argv = sys.argv[1:]
 try:
@@ -46,7 +49,7 @@ print("REFERENCE_SECONDS", time.perf_counter() - start)
 
 
 def run_ours(args, vocab, work):
-  from bert_jax.prepare import prepare
+  from bert_jax.data.prepare import prepare
   times = []
   for i in range(args.repeats):
     data_dir = os.path.join(work, f"ours{i}")
@@ -77,8 +80,10 @@ def run_reference(args, vocab, work):
 
 
 def main():
+  from bert_jax.data import SAMPLE_CORPUS
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--input", default=os.path.normpath(DEFAULT_CORPUS))
+  p.add_argument("--input", default=SAMPLE_CORPUS,
+                 help="text file, one sentence per line (default: the bundled sample)")
   p.add_argument("--vocab", default=None, help="vocab.txt; default: train one (not timed)")
   p.add_argument("--vocab_size", type=int, default=30522)
   p.add_argument("--masking", default="dynamic", choices=("dynamic", "static"))
@@ -98,7 +103,7 @@ def main():
   tf.config.set_visible_devices([], "GPU")
   import tensorflow_datasets as tfds
   tfds.disable_progress_bar()
-  from bert_jax.vocab import train_vocab
+  from bert_jax.text.vocab import train_vocab
 
   size = os.path.getsize(args.input)
   work = tempfile.mkdtemp(prefix="bench_prepare_")

@@ -1,10 +1,11 @@
 r"""Soak run: does a long training run degrade? RSS, threads, open files and step time over time.
 
-  python benchmarks/soak.py [--minutes=60] [--corpus=../shared/corpus/python-docs-library.txt]
+  python benchmarks/soak.py [--minutes=60] [--corpus=FILE]
 
-Trains BERT-tiny (configs/tiny.py, batch 32, seq 128) on the corpus with a checkpoint and an eval
-every --every_steps steps (a few minutes apart on a 2-core CPU), for --minutes, then sends SIGTERM
-(the trainer saves and exits 143). Every --sample_s seconds it reads the trainer's VmRSS, thread
+Trains BERT-tiny (configs/tiny.py, batch 32, seq 128) on --corpus (default: the bundled sample,
+`bert_jax.data.SAMPLE_CORPUS`) with a checkpoint and an eval every --every_steps steps (a few
+minutes apart on a 2-core CPU), for --minutes, then sends SIGTERM (the trainer saves and exits
+143). Every --sample_s seconds it reads the trainer's VmRSS, thread
 count and open file descriptors from /proc. Reports the least-squares slope of each over the run
 after the first --settle_min minutes (RSS in MB/hour), step time (from metrics.jsonl) at the
 start and the end, and the eval accuracy curve (MLM / NSP) -- which doubles as the tiny model's
@@ -22,8 +23,9 @@ import sys
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import repo_configs  # benchmarks/repo_configs.py
+
+REPO = repo_configs.REPO  # the trainer runs here: its config files import `configs`
 
 
 def _proc_stats(pid: int) -> dict:
@@ -46,10 +48,11 @@ def _slope_per_hour(ts, ys) -> float:
 
 
 def main():
+  from bert_jax.data import SAMPLE_CORPUS
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--minutes", type=float, default=60)
-  p.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "corpus",
-                                                  "python-docs-library.txt"))
+  p.add_argument("--corpus", default=SAMPLE_CORPUS,
+                 help="text file, one sentence per line (default: the bundled sample)")
   p.add_argument("--work_dir", default="/tmp/bert_jax_soak")
   p.add_argument("--every_steps", type=int, default=400)
   p.add_argument("--sample_s", type=float, default=30)
@@ -59,13 +62,14 @@ def main():
   import shutil
   shutil.rmtree(args.work_dir, ignore_errors=True)
   os.makedirs(args.work_dir)
-  from bert_jax import prepare, vocab
-  vocab_path = vocab.train_vocab(args.corpus, os.path.join(args.work_dir, "vocab"),
-                                 vocab_size=8000, kind="wordpiece", lower_case=True)
+  from bert_jax.data.prepare import prepare
+  from bert_jax.text.vocab import train_vocab
+  vocab_path = train_vocab(args.corpus, os.path.join(args.work_dir, "vocab"), vocab_size=8000,
+                           kind="wordpiece", lower_case=True)
   data_dir = os.path.join(args.work_dir, "data")
-  prepare.prepare(input=args.corpus, vocab=vocab_path, data_dir=data_dir)
+  prepare(input=args.corpus, vocab=vocab_path, data_dir=data_dir)
   workdir = os.path.join(args.work_dir, "run")
-  cmd = [sys.executable, "-m", "bert_jax.train", f"--config={REPO}/configs/tiny.py",
+  cmd = [sys.executable, "-m", "bert_jax.train", f"--config={repo_configs.path('tiny')}",
          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
          "--config.train.num_steps=1000000", "--config.optimizer.warmup_steps=500",
          "--config.train.log_every_steps=100",

@@ -3,7 +3,7 @@ r"""One full BERT pretraining step (forward, backward, optimizer update): ours v
   python benchmarks/train_step.py --model=base --seq_len=128 --batch_size=8 --dtype=float32 \
       [--peers] [--json]
 
-"ours" is the exact jitted, sharded, donated step `bert_jax.train` runs (train_lib.build), with
+"ours" is the exact jitted, sharded, donated step `bert_jax.train` runs (pretraining.build), with
 AdamW (optax, eps 1e-6, wd 0.01) so every framework runs the same optimizer. --peers adds, in the
 same invocation and on the same shapes:
   torch      HF transformers PyTorch BertForPreTraining + torch.optim.AdamW (labels as HF takes
@@ -13,15 +13,16 @@ same invocation and on the same shapes:
   plain_jax  a hand-written JAX BERT step (benchmarks/plain_jax_bert.py): gathered MLM, fused QKV,
              scan over layers, optax.adamw -- the "no framework tax" reference
 Each runs in its own subprocess (clean peak-RSS numbers). MFU = model FLOPs per token
-(bert-reference.md, gathered MLM) x tokens/s / the fp32 2048^3 matmul rate measured in this run
-(best of 10) on CPU; on GPU/TPU over the chip's dense bf16 datasheet peak (bert_jax/flops.py).
+(docs/formulas.md section 1, gathered MLM: `bert_jax.models.flops.flops_per_token`) x tokens/s /
+the fp32 2048^3 matmul rate measured in this run (best of 10) on CPU; on GPU/TPU over the chip's
+dense bf16 datasheet peak (`bert_jax.models.flops.peak_flops`).
 Peak memory = the process's peak RSS above its RSS after imports on CPU; the device's peak
 bytes in use with --device=gpu (JAX's memory_stats, torch.cuda.max_memory_allocated).
 --device=gpu runs ours, plain_jax and torch on the first GPU (JAX_PLATFORMS=cuda; torch with
 .cuda() and CUDA autocast for bf16); hf_flax stays CPU-only (its virtualenv has a CPU jax).
 "ours" (and the matmul
 peak) run in the process environment `python -m bert_jax.train` gives itself (glibc's
-huge-page tunable, bert_jax/host_memory.py); the peers run as they start by default, or in
+huge-page tunable, bert_jax/cli.py); the peers run as they start by default, or in
 the same environment with --peers_huge_pages. With --json the
 last line is one JSON object.
 """
@@ -36,9 +37,9 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-FLAX_VENV = os.path.join(REPO, ".venv-hf-flax")
+import repo_configs  # benchmarks/repo_configs.py (standard library only: hf_flax imports it too)
+
+FLAX_VENV = os.path.join(repo_configs.REPO, ".venv-hf-flax")
 
 
 def _rss_mb() -> float:
@@ -90,7 +91,7 @@ def _time(step, n_warmup: int, n_steps: int) -> tuple[float, list[float]]:
 
 
 def _batch(args, vocab: int):
-  sys.path.insert(0, REPO)
+  """The step's batch in numpy (no bert_jax: the hf_flax worker runs where it is not installed)."""
   import numpy as np
   rng = np.random.default_rng(0)
   b, l, p = args.batch_size, args.seq_len, args.max_predictions
@@ -109,12 +110,12 @@ def _batch(args, vocab: int):
 
 # ---- workers (one per subprocess) -------------------------------------------------------------
 def worker_ours(args) -> dict:
-  sys.path.insert(0, REPO)
   import jax
-  from bert_jax import sharding, train_lib
-  from configs import default
+  from bert_jax.parallel import sharding
+  from bert_jax.training import pretraining
+  from bert_jax.training import train_state
   base_rss = _rss_mb()
-  c = default.get_config()
+  c = repo_configs.load("default")
   c.model.preset = args.model
   c.model.dtype = args.dtype
   c.model.scan_layers = args.scan
@@ -125,9 +126,9 @@ def worker_ours(args) -> dict:
   _first_device(args)
   mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
   t = time.perf_counter()
-  setup = train_lib.build(c, mesh, 30522)
+  setup = pretraining.build(c, mesh, 30522)
   state = setup.init_state(jax.random.key(0))
-  batch = train_lib.global_batch(_batch(args, 30522), setup.batch_sharding)
+  batch = train_state.global_batch(_batch(args, 30522), setup.batch_sharding)
   compiled = setup.train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t
   mem = compiled.memory_analysis()
@@ -147,9 +148,8 @@ def worker_ours(args) -> dict:
 
 
 def worker_plain_jax(args) -> dict:
-  sys.path.insert(0, HERE)
   import jax
-  import plain_jax_bert
+  import plain_jax_bert  # benchmarks/plain_jax_bert.py
   base_rss = _rss_mb()
   _first_device(args)
   t = time.perf_counter()
@@ -168,13 +168,6 @@ def worker_plain_jax(args) -> dict:
           "peak_rss_mb": _peak_rss_mb(), "device_peak_bytes": _jax_device_peak_bytes()}
 
 
-def _hf_config_dict(model: str) -> dict:
-  sys.path.insert(0, REPO)
-  from bert_jax.models.config import PRESETS
-  d = PRESETS[model].to_hf_dict()
-  return d
-
-
 def worker_torch(args) -> dict:
   import numpy as np
   import torch
@@ -183,7 +176,7 @@ def worker_torch(args) -> dict:
   dev = "cuda" if args.device == "gpu" else "cpu"
   if dev == "cuda" and not torch.cuda.is_available():
     raise SystemExit("--device=gpu but torch sees no CUDA device (a CPU-only torch build?)")
-  cfg = transformers.BertConfig(**_hf_config_dict(args.model))
+  cfg = transformers.BertConfig(**json.loads(args.hf_config))
   model = transformers.BertForPreTraining(cfg).train().to(dev)
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6, weight_decay=0.01)
   b = _batch(args, 30522)
@@ -219,7 +212,7 @@ def worker_hf_flax(args) -> dict:
   import optax
   import transformers
   base_rss = _rss_mb()
-  cfg = transformers.BertConfig(**_hf_config_dict(args.model))
+  cfg = transformers.BertConfig(**json.loads(args.hf_config))
   model = transformers.FlaxBertForPreTraining(cfg, seed=0, dtype=getattr(jnp, args.dtype))
   tx = optax.adamw(1e-4, eps=1e-6, weight_decay=0.01)
   params = model.params
@@ -263,9 +256,7 @@ def worker_hf_flax(args) -> dict:
 
 
 def worker_peak(args) -> dict:
-  sys.path.insert(0, REPO)
-  import jax
-  from bert_jax import flops
+  from bert_jax.models import flops
   device = _first_device(args)
   if device.platform == "cpu":  # measured here, best of 10
     return {"peak_flops": flops.measure_matmul_peak(2048, repeats=10),
@@ -293,10 +284,9 @@ def _ensure_flax_venv() -> str:
 
 def host_environ(env: dict) -> dict:
   """The process environment `python -m bert_jax.train` runs in (it re-executes itself with
-  glibc's huge-page tunable: bert_jax/host_memory.py)."""
-  sys.path.insert(0, REPO)
-  from bert_jax import host_memory
-  return host_memory.huge_pages_environ(env) or env
+  glibc's huge-page tunable: bert_jax/cli.py)."""
+  from bert_jax import cli
+  return cli.huge_pages_environ(env) or env
 
 
 def _run_worker(name: str, args, python: str | None = None) -> dict:
@@ -304,12 +294,13 @@ def _run_worker(name: str, args, python: str | None = None) -> dict:
          f"--model={args.model}", f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}",
          f"--dtype={args.dtype}", f"--max_predictions={args.max_predictions}",
          f"--steps={args.steps}", f"--warmup={args.warmup}", f"--remat={args.remat}",
-         f"--device={args.device}"]
+         f"--device={args.device}", f"--hf_config={args.hf_config}"]
   if args.scan:
     cmd.append("--scan")
   platform = "cuda" if args.device == "gpu" and name != "hf_flax" else "cpu"
-  env = dict(os.environ, JAX_PLATFORMS=platform,
-             TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO if name != "hf_flax" else "")
+  env = dict(os.environ, JAX_PLATFORMS=platform, TF_CPP_MIN_LOG_LEVEL="2")
+  if name == "hf_flax":  # its own virtualenv only (bert_jax is not installed there)
+    env["PYTHONPATH"] = ""
   if name in ("ours", "peak") or args.peers_huge_pages:
     env = host_environ(env)
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -348,6 +339,7 @@ def main():
                  help="where ours, plain_jax and torch run (hf_flax: CPU only)")
   p.add_argument("--json", action="store_true")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  p.add_argument("--hf_config", default="", help=argparse.SUPPRESS)  # JSON, from the parent
   args = p.parse_args()
   if args.max_predictions is None:
     args.max_predictions = max(1, round(args.seq_len * 0.15)) if args.seq_len != 128 else 20
@@ -355,6 +347,10 @@ def main():
   if args.worker:
     print(json.dumps(WORKERS[args.worker](args)))
     return
+  from bert_jax import get_config
+  from bert_jax.models.flops import flops_per_token
+  model_config = get_config(args.model, vocab_size=30522)
+  args.hf_config = json.dumps(model_config.to_hf_dict())  # the peers' BertConfig
 
   peers = ["torch", "plain_jax"] if args.device == "gpu" else ["torch", "hf_flax", "plain_jax"]
   names = ["ours"] + (peers if args.peers else [])
@@ -378,11 +374,7 @@ def main():
       else:
         results[name] = out
   peak = max(peaks)
-  sys.path.insert(0, REPO)
-  from bert_jax.flops import flops_per_token
-  from bert_jax.models.config import PRESETS
-  fpt = flops_per_token(PRESETS[args.model].replace(vocab_size=30522), args.seq_len,
-                        args.max_predictions)
+  fpt = flops_per_token(model_config, args.seq_len, args.max_predictions)
   tokens = args.batch_size * args.seq_len
   rows = {}
   for name, r in results.items():
