@@ -20,6 +20,7 @@ setup(
         "tensorflow-datasets>=4.9.10",
         "tensorboard>=2.21",  # event files for train/eval metrics (tensorflow-cpu 2.21 no longer pulls it)
         "tokenizers>=0.22",
+        "safetensors>=0.8",
         "sentencepiece>=0.2.0",
         "ml_collections>=1.1.0",
         "absl-py>=2.1",

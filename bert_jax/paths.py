@@ -1,4 +1,6 @@
-"""Local paths and URLs (gs://, s3://, ...): the one test every module uses to tell them apart.
+"""Paths: local vs URL (gs://, s3://, ...), atomic writes, and input-file globs.
+
+`is_url` is the one test every module uses to tell local paths and URLs apart.
 
 Local paths go through `os`/`open` (expanded, made absolute where a library needs it); URLs go
 through `etils.epath` / `tf.io.gfile`, which speak GCS.
@@ -6,9 +8,56 @@ through `etils.epath` / `tf.io.gfile`, which speak GCS.
 
 from __future__ import annotations
 
+import glob
 import os
+
+from etils import epath
+
+from bert_jax.errors import DataError
 
 
 def is_url(path) -> bool:
   """True for `scheme://...` (gs://bucket/dir), False for a local path (str or PathLike)."""
   return "://" in os.fspath(path)
+
+
+def atomic_write(path, data: str | bytes) -> str:
+  """Writes `data` to `path` (local or URL) through a temporary name in the same directory and
+  a rename, so a reader never sees a half-written file. Returns the path as a string."""
+  path = epath.Path(path)
+  tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+  if isinstance(data, bytes):
+    tmp.write_bytes(data)
+  else:
+    tmp.write_text(data, encoding="utf-8")
+  tmp.replace(path)
+  return os.fspath(path)
+
+
+# ---- input files ------------------------------------------------------------------------------
+def expand_inputs(patterns: str) -> list[str]:
+  """Sorted files matching comma-separated globs; DataError if none match or all are empty."""
+  files = []
+  for pattern in [p.strip() for p in patterns.split(",") if p.strip()]:
+    matched = sorted(_glob(pattern))
+    if not matched:
+      raise DataError(f"--input {pattern}: no such file; pass an existing text file or glob")
+    files.extend(m for m in matched if epath.Path(m).is_file())
+  if not files:
+    raise DataError(f"--input {patterns!r}: no files; pass text files (one sentence per line)")
+  if all(file_size(f) == 0 for f in files):
+    raise DataError(f"--input {patterns}: the input is empty; pass text files with one sentence "
+                    f"per line and a blank line between documents")
+  return sorted(dict.fromkeys(files))
+
+
+def _glob(pattern: str) -> list[str]:
+  if is_url(pattern):  # gs://bucket/dir/*.txt
+    import tensorflow as tf
+    return tf.io.gfile.glob(pattern)
+  return glob.glob(os.path.expanduser(pattern))
+
+
+def file_size(path: str) -> int:
+  return epath.Path(path).stat().length if is_url(path) else os.path.getsize(path)
+

@@ -11,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   c.model = ml_collections.ConfigDict()
-  c.model.preset = "base"  # tiny | mini | small | medium | base | large (sizes: bert-reference).
+  c.model.preset = "base"  # tiny | mini | small | medium | base | large (models/config.py PRESETS).
   c.model.vocab_size = -1  # -1: the dataset's vocabulary size; else must equal it.
   c.model.max_position_embeddings = 512  # position table rows (phase 2 needs 512).
   c.model.hidden_act = "gelu_new"  # gelu_new (tanh, BERT's code) | gelu (erf, HF's "gelu").
@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32).
   c.model.scan_layers = False  # unrolled (faster steps, less memory) vs lax.scan (one layer body).
   c.model.remat_policy = "none"  # none | full | save_dots: recompute activations in backward.
-  c.model.attention_impl = "auto"  # auto | xla | cudnn | manual (see models/bert.py).
+  c.model.attention_impl = "auto"  # auto | xla | cudnn | manual (see models/attention.py).
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "tfds"  # tfds (a dataset made by bert_jax.prepare) | synthetic (benchmarks).

@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.classifier_dropout = -1.0  # dropout before the head (-1: hidden_dropout_prob).
   c.model.scan_layers = False  # unrolled (faster steps, less memory) vs lax.scan (one layer body).
   c.model.remat_policy = "none"  # none | full | save_dots: recompute activations in backward.
-  c.model.attention_impl = "auto"  # auto | xla | cudnn | manual (see models/bert.py).
+  c.model.attention_impl = "auto"  # auto | xla | cudnn | manual (see models/attention.py).
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "files"  # files (local train/eval/test files) | tfds (a prepared local TFDS).
@@ -56,6 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.num_steps = -1  # > 0 overrides num_epochs with an exact number of steps.
   c.train.seed = 0  # head init, dropout and data order seed.
   c.train.log_every_steps = 50  # train metrics to the log / metrics.jsonl every N steps.
+  c.train.on_nonfinite = "stop"  # stop | skip: what a non-finite loss or gradient does.
+  c.train.max_skipped_steps = 100  # in skip mode, stop once this many steps were skipped.
+  c.train.peak_tflops_per_device = 0.0  # MFU denominator; 0 = known chip table / CPU measured.
+  c.train.profile_start_step = -1  # first step of a jax.profiler trace (-1: no trace).
+  c.train.profile_num_steps = 5  # steps in the trace (written to WORKDIR/profile).
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # adamw (optax, bias-corrected) | bert_adam (original) | lamb.
@@ -84,6 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.max_to_keep = 1  # training checkpoints kept for resuming (the best is separate).
   c.checkpoint.async_save = True  # write in the background while training continues.
+  c.checkpoint.on_save_error = "stop"  # stop | continue: a failed save (e.g. disk full).
 
   c.export = ml_collections.ConfigDict()
   c.export.format = ""  # hf | tf1 | orbax: also write the best model to WORKDIR/export.

@@ -1,0 +1,1 @@
+"""Fine-tuning: tasks (classification, regression, tagging, SQuAD), readers, metrics, the run."""

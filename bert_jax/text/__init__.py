@@ -1,0 +1,1 @@
+"""Text: WordPiece / SentencePiece tokenizers and vocabulary training."""

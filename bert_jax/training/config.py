@@ -1,0 +1,149 @@
+"""Checks on a run's config that need no data, and the one mapping from config to model config.
+
+Pretraining (`configs/default.py`) and fine-tuning (`configs/finetune/default.py`) configs both
+have a `model` section; `model_config` turns either into a `BertConfig`, `validate_batch` checks
+a batch size against the mesh and processes, `check_architecture` compares a warm start's
+architecture with the run's. Errors are `ConfigError` (a `UserError`): one line naming the key.
+"""
+
+from __future__ import annotations
+
+from jax.sharding import Mesh
+
+from bert_jax.errors import UserError
+from bert_jax.models.config import PRESETS, BertConfig
+from bert_jax.parallel import sharding
+
+
+class ConfigError(UserError):
+  """A config/flag problem found at start-up; the message names the key and the fix."""
+
+
+_CHOICES = {
+    "model.preset": tuple(PRESETS), "model.dtype": ("float32", "bfloat16"),
+    "model.remat_policy": ("none", "full", "save_dots"),
+    "model.attention_impl": ("auto", "xla", "cudnn", "manual"),
+    "model.hidden_act": ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu"),
+    "data.source": ("tfds", "synthetic"),
+    "optimizer.name": ("bert_adam", "adamw", "lamb"),
+    "optimizer.decay": ("linear", "polynomial", "cosine", "constant"),
+    "train.on_nonfinite": ("stop", "skip"),
+    "checkpoint.on_save_error": ("stop", "continue"),
+}
+_POSITIVE = ("train.batch_size", "train.num_steps", "train.grad_accum_steps",
+             "train.log_every_steps", "checkpoint.every_steps", "checkpoint.max_to_keep",
+             "eval.batch_size", "data.seq_len", "data.max_predictions_per_seq",
+             "data.max_sequences_per_row", "data.pack_group")
+
+
+def _get(config, dotted: str):
+  value = config
+  for k in dotted.split("."):
+    value = value[k]
+  return value
+
+
+def validate_config(config) -> None:
+  """Value checks that need no devices or data; raises ConfigError (one line)."""
+  for key, choices in _CHOICES.items():
+    if _get(config, key) not in choices:
+      raise ConfigError(f"--config.{key}={_get(config, key)!r} is not one of "
+                        f"{', '.join(choices)}")
+  for key in _POSITIVE:
+    if _get(config, key) <= 0:
+      raise ConfigError(f"--config.{key}={_get(config, key)} must be a positive integer")
+  if config.data.max_predictions_per_seq > config.data.seq_len:
+    raise ConfigError(f"--config.data.max_predictions_per_seq={config.data.max_predictions_per_seq}"
+                      f" exceeds data.seq_len={config.data.seq_len}")
+  if config.data.seq_len > config.model.max_position_embeddings:
+    raise ConfigError(f"--config.data.seq_len={config.data.seq_len} exceeds "
+                      f"model.max_position_embeddings={config.model.max_position_embeddings}; "
+                      "prepare shorter sequences or raise max_position_embeddings")
+  if not 0 <= config.optimizer.warmup_steps:
+    raise ConfigError("--config.optimizer.warmup_steps must be >= 0")
+  if (config.model.attention_impl in ("xla", "cudnn")
+      and config.model.attention_probs_dropout_prob > 0):
+    raise ConfigError(f"--config.model.attention_impl={config.model.attention_impl!r} has no "
+                      "attention-probability dropout but model.attention_probs_dropout_prob="
+                      f"{config.model.attention_probs_dropout_prob}; set "
+                      "--config.model.attention_probs_dropout_prob=0 or "
+                      "--config.model.attention_impl=auto")
+  if config.data.pack and config.data.source != "tfds":
+    raise ConfigError("--config.data.pack=True packs a prepared dataset's sequences; it needs "
+                      "data.source=tfds (synthetic batches are full rows)")
+
+
+# Keys of a config's `model` section that set the BertConfig field of the same name.
+_MODEL_FIELDS = ("max_position_embeddings", "hidden_act", "hidden_dropout_prob",
+                 "attention_probs_dropout_prob", "classifier_dropout", "dtype", "scan_layers",
+                 "remat_policy", "attention_impl")
+
+
+def model_overrides(model) -> dict:
+  """The BertConfig fields a config's `model` section sets (`model_config` applies them)."""
+  overrides = {k: model[k] for k in _MODEL_FIELDS if k in model}
+  if overrides.get("classifier_dropout") is not None and overrides["classifier_dropout"] < 0:
+    overrides["classifier_dropout"] = None  # -1: as hidden_dropout_prob
+  return overrides
+
+
+def model_config(model, vocab_size: int | None = None,
+                 base: BertConfig | None = None) -> BertConfig:
+  """The model config of a run: `base` (default: the preset `model.preset`) with every key of the
+  `model` section that names a BertConfig field, and the data's vocabulary size.
+
+  `model` is a pretraining or fine-tuning config's `model` section (each has its own subset of
+  keys); `model.vocab_size`, where present, must be -1 (from the data) or equal `vocab_size`;
+  `classifier_dropout` < 0 means "as hidden_dropout_prob" (None)."""
+  if base is None:
+    if model.get("preset", "") not in PRESETS:
+      raise ConfigError(f"--config.model.preset={model.get('preset')!r} is not one of "
+                        f"{', '.join(PRESETS)}")
+    base = PRESETS[model.preset]
+  declared = model.get("vocab_size", -1)
+  if vocab_size is not None and declared not in (-1, vocab_size):
+    raise ConfigError(f"--config.model.vocab_size={declared} but the dataset's vocabulary "
+                      f"has {vocab_size} tokens; set it to {vocab_size} or -1 (from the data)")
+  overrides = model_overrides(model)
+  if vocab_size is not None:
+    overrides["vocab_size"] = vocab_size
+  return base.replace(**overrides)
+
+
+ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                       "intermediate_size", "max_position_embeddings", "type_vocab_size")
+
+
+def check_architecture(checkpoint: BertConfig, wanted: BertConfig, *, source: str, wanted_by: str,
+                       fix: str, fields=ARCHITECTURE_FIELDS) -> None:
+  """ConfigError naming the first architecture field where a warm start's checkpoint (read
+  from `source`) differs from the model this run wants (set by `wanted_by`)."""
+  for field in fields:
+    if getattr(checkpoint, field) != getattr(wanted, field):
+      raise ConfigError(f"--config.init_from={source}: the checkpoint has {field}="
+                        f"{getattr(checkpoint, field)} but {wanted_by} has {field}="
+                        f"{getattr(wanted, field)}; {fix}")
+
+
+def validate_batch(mesh: Mesh, process_count: int, **batch_sizes: int) -> None:
+  """Each global batch size (keyword: its config key with "_" for ".", e.g.
+  train_batch_size=256) divides over the data-parallel devices and the processes."""
+  dp = sharding.data_parallel_size(mesh)
+  for key, size in batch_sizes.items():
+    flag = "--config." + key.replace("_", ".", 1)
+    if size % dp:
+      raise ConfigError(f"{flag}={size} is not divisible by the data-parallel size {dp} "
+                        f"(mesh.data × mesh.fsdp); use a multiple of {dp}")
+    if size % process_count:
+      raise ConfigError(f"{flag}={size} is not divisible by the {process_count} processes")
+
+
+def validate_pretraining_batch(config, mesh: Mesh, process_count: int) -> None:
+  """validate_batch for train and eval batches, and gradient accumulation's micro-batches."""
+  validate_batch(mesh, process_count, train_batch_size=config.train.batch_size,
+                 eval_batch_size=config.eval.batch_size)
+  per_device = config.train.batch_size // sharding.data_parallel_size(mesh)
+  acc = config.train.grad_accum_steps
+  if per_device % acc:
+    raise ConfigError(f"--config.train.grad_accum_steps={acc} does not divide the per-device "
+                      f"batch {per_device} (batch_size / data-parallel size)")

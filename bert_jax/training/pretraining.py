@@ -1,0 +1,241 @@
+"""Pretraining: the MLM + NSP loss, the train and eval steps, and `build` (config -> jitted steps).
+
+`build(config, mesh, vocab_size)` turns a config into the model config, the optimizer, the
+abstract train state with its shardings, and the jitted (sharded, donated) init / train / eval
+functions; nothing here touches data or the filesystem.
+`make_train_step(...)` returns `train_step(state, batch) -> (state, metrics)`: the exact
+function `bert_jax.train` jits (with shardings and donation) and `benchmarks/train_step.py`
+times. Batch (global arrays): input_ids, token_type_ids, attention_mask [B, L] int32;
+masked_positions, masked_ids [B, P] int32; masked_weights [B, P] float32;
+next_sentence_label [B] int32. Packed rows (several sequences per row, input_pipeline's
+`pack`) add PACKED_KEYS: segment_ids, position_ids [B, L] int32 and cls_positions [B, S]
+int32, and next_sentence_label becomes [B, S] with nsp_weights [B, S] float32 (1 = a sequence).
+
+Loss (google-research/bert run_pretraining.py): MLM = sum(w * nll) / (sum(w) + 1e-5) over the
+gathered masked positions of the whole global batch; NSP = mean cross-entropy over the batch's
+sequences; total = MLM + NSP. A packed batch holding the same sequences as an unpacked one gives
+the same loss (tests/training/test_pretraining.py).
+With gradient accumulation each micro-batch's sums are normalised by the WHOLE batch's weight
+and size, so accumulated gradients equal the full-batch gradients exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from bert_jax.models import flops as flops_lib
+from bert_jax.models.bert import BertForPreTraining
+from bert_jax.models.config import BertConfig
+from bert_jax.parallel import sharding
+from bert_jax.training import optim
+from bert_jax.training.config import model_config
+from bert_jax.training.train_state import (TrainState, apply_gradients, new_train_state,
+                                           state_layout)
+
+BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_positions", "masked_ids",
+              "masked_weights", "next_sentence_label")
+_PACKED_MODEL_INPUTS = ("segment_ids", "position_ids", "cls_positions")  # model(...) kwargs
+PACKED_KEYS = _PACKED_MODEL_INPUTS + ("nsp_weights",)
+
+
+def batch_keys(batch: dict) -> tuple[str, ...]:
+  """BATCH_KEYS, plus PACKED_KEYS when `batch` is packed."""
+  return BATCH_KEYS + (PACKED_KEYS if "segment_ids" in batch else ())
+
+
+def _pretraining_sums(model, batch, rng):
+  """Per-micro-batch sums: weighted MLM nll, weights, correct; NSP nll, correct, count."""
+  packed = {k: batch[k] for k in _PACKED_MODEL_INPUTS if k in batch}
+  out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+              batch["masked_positions"], deterministic=rng is None, dropout_rng=rng, **packed)
+  weights = batch["masked_weights"].astype(jnp.float32)  # [B, P]
+  example_weight = batch.get("example_weight")  # eval padding; absent in training
+  if example_weight is not None:
+    weights = weights * example_weight[:, None]
+  mlm_nll = optax.softmax_cross_entropy_with_integer_labels(out.mlm_logits,
+                                                            batch["masked_ids"])  # [B, P]
+  mlm_correct = (jnp.argmax(out.mlm_logits, -1) == batch["masked_ids"]).astype(jnp.float32)
+  nsp_nll = optax.softmax_cross_entropy_with_integer_labels(
+      out.nsp_logits, batch["next_sentence_label"])  # [B] ([B, S] packed)
+  nsp_correct = (jnp.argmax(out.nsp_logits, -1) == batch["next_sentence_label"]).astype(
+      jnp.float32)
+  if "nsp_weights" in batch:  # packed: one NSP prediction per sequence in the row
+    ew = batch["nsp_weights"].astype(jnp.float32)
+  elif example_weight is not None:
+    ew = example_weight.astype(jnp.float32)
+  else:
+    ew = jnp.ones_like(nsp_nll)
+  return {
+      "mlm_nll": jnp.sum(weights * mlm_nll), "mlm_weight": jnp.sum(weights),
+      "mlm_correct": jnp.sum(weights * mlm_correct),
+      "nsp_nll": jnp.sum(ew * nsp_nll), "nsp_correct": jnp.sum(ew * nsp_correct),
+      "nsp_count": jnp.sum(ew),
+  }
+
+
+def _split_micro(batch: dict, num: int) -> dict:
+  """[B, ...] -> [num, B/num, ...], micro-batch i = rows i, i+num, ... (stays spread over
+  every data-parallel shard as long as the per-device batch divides by num)."""
+  def f(x):
+    return x.reshape((x.shape[0] // num, num) + x.shape[1:]).swapaxes(0, 1)
+  return jax.tree.map(f, batch)
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, *, grad_accum_steps: int = 1,
+                    dropout: bool = True) -> Callable:
+  """train_step(state, batch) -> (new_state, metrics). Non-finite loss or gradients: the update
+  is not applied (params and optimizer state stay as they were) and `skipped_steps` counts it;
+  the caller decides whether to stop (train.on_nonfinite)."""
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    batch = {k: batch[k] for k in batch_keys(batch)}
+    total_weight = jnp.sum(batch["masked_weights"].astype(jnp.float32))
+    total_examples = (jnp.sum(batch["nsp_weights"].astype(jnp.float32)) if "nsp_weights" in batch
+                      else batch["next_sentence_label"].shape[0])
+    step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params, micro, rng):
+      model = nnx.merge(graphdef, params)
+      sums = _pretraining_sums(model, micro, rng if dropout else None)
+      mlm = sums["mlm_nll"] / (total_weight + 1e-5)
+      nsp = sums["nsp_nll"] / total_examples
+      return mlm + nsp, sums
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if grad_accum_steps == 1:
+      (loss, sums), grads = grad_fn(state.params, batch, step_rng)
+    else:
+      micro_batches = _split_micro(batch, grad_accum_steps)
+
+      def accumulate(carry, xs):
+        micro, index = xs
+        (loss_i, sums_i), grads_i = grad_fn(state.params, micro,
+                                            jax.random.fold_in(step_rng, index))
+        loss, sums, grads = carry
+        return (loss + loss_i, jax.tree.map(jnp.add, sums, sums_i),
+                jax.tree.map(jnp.add, grads, grads_i)), None
+
+      zeros = (jnp.zeros((), jnp.float32),
+               {k: jnp.zeros((), jnp.float32) for k in ("mlm_nll", "mlm_weight",
+                                                        "mlm_correct", "nsp_nll",
+                                                        "nsp_correct", "nsp_count")},
+               jax.tree.map(jnp.zeros_like, state.params))
+      (loss, sums, grads), _ = jax.lax.scan(
+          accumulate, zeros, (micro_batches, jnp.arange(grad_accum_steps)))
+
+    applied = state.step - state.skipped_steps  # optimizer updates so far
+    new_state, grad_norm, finite = apply_gradients(state, grads, loss, tx)
+    metrics = {
+        "loss": loss,
+        "mlm_loss": sums["mlm_nll"] / (sums["mlm_weight"] + 1e-5),
+        "mlm_accuracy": sums["mlm_correct"] / (sums["mlm_weight"] + 1e-5),
+        "nsp_loss": sums["nsp_nll"] / sums["nsp_count"],
+        "nsp_accuracy": sums["nsp_correct"] / sums["nsp_count"],
+        "grad_norm": grad_norm,
+        "learning_rate": schedule(applied),
+        "finite": finite,
+        "skipped_steps": new_state.skipped_steps,
+        "sequences": sums["nsp_count"],  # sequences in the batch (more than rows when packed)
+        "tokens": jnp.sum(batch["attention_mask"].astype(jnp.float32)),  # non-padding tokens
+    }
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
+  """eval_step(params, batch) -> sums (add them over batches; see `eval_summary`).
+  `example_weight` [B] (0 for padding examples) is honoured when present."""
+
+  def eval_step(params, batch):
+    model = nnx.merge(graphdef, params)
+    return _pretraining_sums(model, batch, None)
+
+  return eval_step
+
+
+def eval_summary(sums: dict) -> dict:
+  """Totals of eval_step sums -> mlm/nsp loss and accuracy."""
+  w, n = sums["mlm_weight"] + 1e-5, max(sums["nsp_count"], 1e-5)
+  return {"mlm_loss": sums["mlm_nll"] / w, "mlm_accuracy": sums["mlm_correct"] / w,
+          "nsp_loss": sums["nsp_nll"] / n, "nsp_accuracy": sums["nsp_correct"] / n,
+          "loss": sums["mlm_nll"] / w + sums["nsp_nll"] / n}
+
+
+@dataclasses.dataclass
+class TrainSetup:
+  bert_config: BertConfig
+  mesh: Mesh
+  graphdef: nnx.GraphDef
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  abstract_state: TrainState  # ShapeDtypeStructs carrying their shardings
+  state_shardings: TrainState
+  batch_sharding: NamedSharding
+  init_state: Callable  # (key) -> TrainState, materialised already sharded
+  init_opt_state: Callable  # (params) -> opt_state, sharded
+  train_step: Callable  # jitted (state, batch) -> (state, metrics); state donated
+  eval_step: Callable  # jitted (params, batch) -> sums
+  flops_per_token: float
+
+
+def build(config, mesh: Mesh, vocab_size: int) -> TrainSetup:
+  bcfg = model_config(config.model, vocab_size)
+  tx, schedule = optim.create_optimizer(config.optimizer, config.train.num_steps)
+  layout = state_layout(
+      nnx.eval_shape(lambda: BertForPreTraining(bcfg, rngs=nnx.Rngs(params=0))), tx, mesh)
+  state_sh, repl = layout.state_shardings, sharding.replicated(mesh)
+
+  def init_state(key) -> TrainState:
+    params_key, dropout_key = jax.random.split(key)
+    model = BertForPreTraining(bcfg, rngs=nnx.Rngs(params=params_key))
+    return new_train_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), tx,
+                           jax.random.key_data(dropout_key))
+
+  train_step = make_train_step(layout.graphdef, tx, schedule,
+                               grad_accum_steps=config.train.grad_accum_steps)
+  return TrainSetup(
+      bert_config=bcfg, mesh=mesh, graphdef=layout.graphdef, tx=tx, schedule=schedule,
+      abstract_state=layout.abstract_state, state_shardings=state_sh,
+      batch_sharding=layout.batch_sharding,
+      init_state=jax.jit(init_state, out_shardings=state_sh),
+      init_opt_state=layout.init_opt_state,
+      train_step=jax.jit(sharding.under_mesh(train_step, mesh),
+                         in_shardings=(state_sh, layout.batch_sharding),
+                         out_shardings=(state_sh, repl), donate_argnums=0),
+      eval_step=jax.jit(sharding.under_mesh(make_eval_step(layout.graphdef), mesh),
+                        in_shardings=(state_sh.params, layout.batch_sharding),
+                        out_shardings=repl),
+      flops_per_token=flops_lib.flops_per_token(bcfg, config.data.seq_len,
+                                                config.data.max_predictions_per_seq),
+  )
+
+
+def synthetic_batch(batch_size: int, seq_len: int, max_predictions: int, vocab_size: int,
+                    seed: int) -> dict:
+  """A random but well-formed batch (benchmarks, AOT shapes, smoke tests)."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(5, vocab_size, (batch_size, seq_len), dtype=np.int32)
+  positions = np.sort(np.argsort(rng.random((batch_size, seq_len - 1)), axis=-1)[
+      :, :max_predictions] + 1, axis=-1).astype(np.int32)  # distinct, never [CLS] at 0
+  masked = ids.copy()
+  np.put_along_axis(masked, positions, 4, axis=1)  # 4: [MASK] in our vocabularies
+  return {
+      "input_ids": masked,
+      "token_type_ids": (np.arange(seq_len)[None] >= seq_len // 2).astype(np.int32).repeat(
+          batch_size, 0),
+      "attention_mask": np.ones((batch_size, seq_len), np.int32),
+      "masked_positions": positions,
+      "masked_ids": np.take_along_axis(ids, positions, axis=1),
+      "masked_weights": np.ones((batch_size, max_predictions), np.float32),
+      "next_sentence_label": rng.integers(0, 2, (batch_size,), dtype=np.int32),
+  }
