@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO / "tests"))  # `import helpers`
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory):
   """(vocab.txt, data_dir): a seq-64 dataset from the bundled sample corpus, built once."""
-  from bert_jax import prepare, vocab
+  from bert_jax.data import prepare
+  from bert_jax.text import vocab
   from bert_jax.data import SAMPLE_CORPUS
   root = tmp_path_factory.mktemp("sample")
   vocab_path = vocab.train_vocab(str(SAMPLE_CORPUS), str(root / "vocab"), vocab_size=2000,
@@ -51,7 +52,7 @@ def pretrained_run(sample_data, tmp_path_factory):
   """
   from configs import tiny
 
-  from bert_jax import train
+  from bert_jax.training import trainer
   vocab, data_dir = sample_data
   config = tiny.get_config()
   config.data.data_dir = data_dir
@@ -67,5 +68,5 @@ def pretrained_run(sample_data, tmp_path_factory):
   config.eval.batch_size, config.eval.num_batches = 16, 2
   config.mesh.data, config.mesh.fsdp = 4, 2
   workdir = str(tmp_path_factory.mktemp("pretrained") / "run")
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   return {"workdir": workdir, "data_dir": data_dir, "vocab": vocab}

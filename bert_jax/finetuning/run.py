@@ -34,7 +34,6 @@ from bert_jax.training import config as config_lib
 from bert_jax.training import loop
 from bert_jax.training.checkpointing import Checkpointer
 from bert_jax.training.config import ConfigError
-from bert_jax.training.metrics import MetricWriter
 from bert_jax.training.train_state import TrainState, global_batch
 
 _ARCH_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
@@ -330,10 +329,8 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
   setup = steps.build(config.task, model.config, task.head_kwargs,
                       _optimizer_config(config, num_steps), num_steps, mesh)
   batches = StepBatches(train.features, INPUTS + task.targets, b, config.train.seed)
-  ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.checkpoint.max_to_keep,
-                      async_save=config.checkpoint.async_save)
-  writer = None
-  try:
+  with Checkpointer(workdir / "checkpoints", max_to_keep=config.checkpoint.max_to_keep,
+                    async_save=config.checkpoint.async_save) as ckpt:
     state, restored = ckpt.restore(setup.abstract_state, batches)
     if state is None:
       state = steps.initial_state(setup, nnx.to_pure_dict(nnx.state(model, nnx.Param)),
@@ -347,19 +344,11 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
         "task": config.task, "metric": config.eval.best_metric or task.default_metric,
         "best": None, "best_step": None, "evals": []}
     peak, _ = flops_lib.peak_flops(mesh.devices.flat, config.train.peak_tflops_per_device)
-    writer = MetricWriter(workdir)
     ft = FinetuneTask(config, setup, task, splits, vocab=vocab, steps_per_epoch=steps_per_epoch,
                       workdir=workdir, results=results)
-    loop.run(state, ft, batches, ckpt=ckpt, writer=writer,
+    loop.run(state, ft, batches, ckpt=ckpt,
              cfg=loop.LoopConfig.from_config(config, num_steps, every, every), peak_flops=peak,
              workdir=workdir)
-  finally:
-    if writer is not None:
-      writer.close()
-    try:
-      ckpt.close()
-    except Exception:  # noqa: BLE001 - never mask the original error
-      pass
   results["final_eval"] = results["evals"][-1] if results["evals"] else {}
   if lead:
     paths.atomic_write(workdir / "results.json", json.dumps(results, indent=2) + "\n")

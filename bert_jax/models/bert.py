@@ -305,6 +305,16 @@ class BertForPreTraining(nnx.Module):
                              mlm_logits=mlm_logits, nsp_logits=nsp_logits)
 
 
+def _classifier(config: BertConfig, num_labels: int, rngs: nnx.Rngs) -> tuple[Dense, float]:
+  """A classification head's dense [H, C] and its input dropout rate (classifier_dropout, or
+  hidden_dropout_prob when unset, as in HF)."""
+  dense = Dense([config.hidden_size], [num_labels], ("embed", "classes"), rngs=rngs,
+                init_std=config.initializer_range, dtype=_compute_dtype(config))
+  rate = (config.hidden_dropout_prob if config.classifier_dropout is None
+          else config.classifier_dropout)
+  return dense, rate
+
+
 class BertForSequenceClassification(nnx.Module):
   """Pooled [CLS] -> dropout -> classifier [H, C]. num_labels=1 is regression."""
 
@@ -312,10 +322,7 @@ class BertForSequenceClassification(nnx.Module):
     self.config = config
     self.num_labels = num_labels
     self.bert = BertModel(config, rngs=rngs)
-    self.classifier = Dense([config.hidden_size], [num_labels], ("embed", "classes"), rngs=rngs,
-                            init_std=config.initializer_range, dtype=_compute_dtype(config))
-    self.dropout_rate = (config.hidden_dropout_prob if config.classifier_dropout is None
-                         else config.classifier_dropout)
+    self.classifier, self.dropout_rate = _classifier(config, num_labels, rngs)
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                deterministic: bool = True, dropout_rng: jax.Array | None = None,
@@ -335,10 +342,7 @@ class BertForTokenClassification(nnx.Module):
     self.config = config
     self.num_labels = num_labels
     self.bert = BertModel(config, rngs=rngs, add_pooling_layer=False)
-    self.classifier = Dense([config.hidden_size], [num_labels], ("embed", "classes"), rngs=rngs,
-                            init_std=config.initializer_range, dtype=_compute_dtype(config))
-    self.dropout_rate = (config.hidden_dropout_prob if config.classifier_dropout is None
-                         else config.classifier_dropout)
+    self.classifier, self.dropout_rate = _classifier(config, num_labels, rngs)
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                deterministic: bool = True, dropout_rng: jax.Array | None = None,

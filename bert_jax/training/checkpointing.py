@@ -325,3 +325,14 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    """Closes. A failure to close is logged, never raised: it must not mask the error that
+    ended the block, and a run's last save has already been waited for (and reported)."""
+    try:
+      self.close()
+    except Exception as e:  # noqa: BLE001
+      log.debug("closing the checkpointer failed: %s", e)

@@ -193,11 +193,11 @@ class _Run:
 
 
 def run(state: TrainState, task: Task, data: DataIterator, *, ckpt: Checkpointer,
-        writer: MetricWriter, cfg: LoopConfig, peak_flops: float,
-        workdir: epath.Path) -> tuple[TrainState, dict]:
-  """Trains from `state` (fresh, warm-started or restored) to cfg.num_steps; returns the final
-  state and the last eval's scalars. Raises NonFiniteError, SaveError, or Preempted after a
-  SIGTERM's checkpoint. The caller opens and closes `ckpt` and `writer`."""
+        cfg: LoopConfig, peak_flops: float, workdir: epath.Path) -> tuple[TrainState, dict]:
+  """Trains from `state` (fresh, warm-started or restored from `ckpt`) to cfg.num_steps, writing
+  metrics to `workdir`; returns the final state and the last eval's scalars. Raises
+  NonFiniteError, SaveError, or Preempted after a SIGTERM's checkpoint. The caller owns `ckpt`."""
+  writer = MetricWriter(workdir)
   loop = _Run(state, task, data, ckpt, writer, cfg, peak_flops, workdir)
   preemption = Preemption()
   try:
@@ -219,5 +219,6 @@ def run(state: TrainState, task: Task, data: DataIterator, *, ckpt: Checkpointer
   finally:
     preemption.close()
     loop.close()
+    writer.close()
   return loop.state, loop.last_eval
 

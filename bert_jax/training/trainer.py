@@ -27,7 +27,6 @@ from bert_jax.training import config as config_lib
 from bert_jax.training import loop
 from bert_jax.training import pretraining
 from bert_jax.training.checkpointing import Checkpointer
-from bert_jax.training.metrics import MetricWriter
 from bert_jax.training.train_state import TrainState, global_batch, state_from_params
 
 
@@ -196,10 +195,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # State: resume > warm start > fresh init. Never materialised whole on one device.
   train_iterator = data.make_train_iterator()
-  ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.checkpoint.max_to_keep,
-                      async_save=config.checkpoint.async_save)
-  writer = None
-  try:
+  with Checkpointer(workdir / "checkpoints", max_to_keep=config.checkpoint.max_to_keep,
+                    async_save=config.checkpoint.async_save) as ckpt:
     state, restored_step = ckpt.restore(setup.abstract_state, train_iterator)
     if state is not None:
       logging.info("resumed from checkpoint at step %d", restored_step)
@@ -211,16 +208,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     peak, peak_how = flops_lib.peak_flops(mesh.devices.flat, config.train.peak_tflops_per_device)
     logging.info("MFU against %.4g TFLOP/s (%s); %.4g GFLOP per token", peak / 1e12, peak_how,
                  setup.flops_per_token / 1e9)
-    writer = MetricWriter(workdir)
     cfg = loop.LoopConfig.from_config(config, config.train.num_steps, config.eval.every_steps,
                                       config.checkpoint.every_steps)
     _, last_eval = loop.run(state, PretrainingTask(config, setup, data), train_iterator,
-                            ckpt=ckpt, writer=writer, cfg=cfg, peak_flops=peak, workdir=workdir)
-  finally:
-    if writer is not None:
-      writer.close()
-    try:
-      ckpt.close()
-    except Exception:  # noqa: BLE001 - never mask the original error
-      pass
+                            ckpt=ckpt, cfg=cfg, peak_flops=peak, workdir=workdir)
   return last_eval

@@ -7,10 +7,11 @@ import random
 import numpy as np
 import pytest
 
-from bert_jax.data import examples as pdata
+from bert_jax import paths
 from bert_jax.data import SAMPLE_CORPUS
+from bert_jax.data import examples as pdata
 from bert_jax.text.tokenization import Tokenizer
-from bert_jax.vocab import train_vocab
+from bert_jax.text.vocab import train_vocab
 
 # ------------------------------------------------- the reference (latest master), on token strings
 
@@ -262,7 +263,7 @@ def test_shards_and_invalid_utf8(tmp_path):
   text = b"First doc one.\nFirst doc two.\n\nSecond \xff\xfe doc.\nMore.\n\n\nThird.\nx\n\n"
   path = tmp_path / "c.txt"
   path.write_bytes(text * 50)
-  files = pdata.expand_inputs(str(path))
+  files = paths.expand_inputs(str(path))
   for shard_bytes in (30, 200, 1 << 20):
     shards = pdata.plan_text_shards(files, shard_bytes)
     docs, invalid = [], 0

@@ -10,9 +10,9 @@ import pytest
 
 from bert_jax.data import input_pipeline as ip
 from bert_jax.data import SAMPLE_CORPUS
-from bert_jax.prepare import prepare
+from bert_jax.data.prepare import prepare
 from bert_jax.text.tokenization import Tokenizer
-from bert_jax.vocab import train_vocab
+from bert_jax.text.vocab import train_vocab
 
 L, P = 64, 10
 CLS, SEP, MASK = 2, 3, 4
@@ -140,7 +140,7 @@ def test_resume_exactly(data_dir, tmp_path):
   # And in a new process.
   script = (
       "import sys, numpy as np\n"
-      "from bert_jax import input_pipeline as ip\n"
+      "from bert_jax.data import input_pipeline as ip\n"
       f"it = ip.train_iterator({data_dir!r}, batch_size=64, seq_len={L}, "
       f"max_predictions_per_seq={P}, seed=0, shuffle_buffer=500)\n"
       f"it.restore({str(tmp_path / 'ckpt')!r})\n"

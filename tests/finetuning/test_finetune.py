@@ -20,7 +20,8 @@ import pytest
 
 from bert_jax import errors
 from bert_jax.training import export
-from bert_jax import finetune, load_pretrained
+from bert_jax import load_pretrained
+from bert_jax.finetuning import run
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.errors import DataError
 from configs.finetune import default
@@ -91,7 +92,7 @@ def test_classification_from_hf_export(exports, tasks, tmp_path):
                  "data.test_file": str(tasks / "cls_dev.csv"), "data.max_seq_length": 40,
                  "optimizer.learning_rate": 1e-3, "train.num_steps": 60,
                  "eval.every_steps": 30, "export.format": "hf"})
-  results = finetune.finetune_and_evaluate(c, str(workdir))
+  results = run.finetune_and_evaluate(c, str(workdir))
   accuracy = results["best"]
   assert results["metric"] == "accuracy" and accuracy >= 0.75, results  # majority: 0.5
   assert set(results["final_eval"]) >= {"accuracy", "f1", "mcc"}
@@ -107,7 +108,7 @@ def test_classification_from_hf_export(exports, tasks, tmp_path):
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records if r["kind"] == "eval"] == [30, 60]
   # Restarting with the same workdir resumes from the last checkpoint: nothing left to do.
-  again = finetune.finetune_and_evaluate(c, str(workdir))
+  again = run.finetune_and_evaluate(c, str(workdir))
   assert again["best"] == accuracy and again["best_step"] == results["best_step"]
 
 
@@ -117,7 +118,7 @@ def test_token_tagging_from_orbax_export(exports, tasks, tmp_path):
                  "data.train_file": str(tasks / "tag_train.jsonl"),
                  "data.eval_file": str(tasks / "tag_dev.conll"), "data.max_seq_length": 40,
                  "optimizer.learning_rate": 1e-3, "train.num_steps": 60})
-  results = finetune.finetune_and_evaluate(c, str(tmp_path))
+  results = run.finetune_and_evaluate(c, str(tmp_path))
   assert results["metric"] == "f1" and results["best"] >= 0.7, results  # all-O: f1 0
   first = json.loads((tmp_path / "eval_predictions.jsonl").read_text().splitlines()[0])
   assert len(first["predictions"]) == len(first["tokens"]) == len(first["tags"])
@@ -129,7 +130,7 @@ def test_span_qa_from_tf1_export(exports, tasks, tmp_path):
                  "data.train_file": str(tasks / "qa_train.json"),
                  "data.eval_file": str(tasks / "qa_dev.json"), "data.max_seq_length": 40,
                  "data.doc_stride": 16, "optimizer.learning_rate": 1e-3, "train.num_steps": 60})
-  results = finetune.finetune_and_evaluate(c, str(tmp_path))
+  results = run.finetune_and_evaluate(c, str(tmp_path))
   assert results["metric"] == "f1" and results["best_eval"]["exact_match"] >= 70.0, results
   predictions = json.loads((tmp_path / "eval_predictions.json").read_text())
   assert len(predictions) == 120 and all(isinstance(v, str) for v in predictions.values())
@@ -142,19 +143,19 @@ def test_bad_input_errors(exports, tasks, tmp_path):
   c = _config(**{"init_from": exports["hf"], "data.train_file": str(tasks / "cls_train.csv"),
                  "data.eval_file": str(bad_dev)})
   with pytest.raises(DataError) as e:
-    finetune.finetune_and_evaluate(c, str(tmp_path / "w1"))
+    run.finetune_and_evaluate(c, str(tmp_path / "w1"))
   assert str(e.value) == (f"{bad_dev} example 1: label 'maybe' is not in the label set "
                           "[no, yes]; fix the data or set --config.data.labels")
   c = _config(**{"init_from": exports["hf"], "data.train_file": str(tasks / "cls_train.csv"),
                  "data.text_b_key": "sentence2"})
   with pytest.raises(DataError) as e:
-    finetune.finetune_and_evaluate(c, str(tmp_path / "w2"))
+    run.finetune_and_evaluate(c, str(tmp_path / "w2"))
   assert str(e.value) == (f"{tasks / 'cls_train.csv'}: no column 'sentence2' "
                           "(--config.data.text_b_key); the columns are: sentence, label")
   c = _config(**{"init_from": exports["hf"], "data.train_file": str(tasks / "cls_train.csv"),
                  "model.preset": "mini"})
   with pytest.raises(errors.UserError) as e:
-    finetune.finetune_and_evaluate(c, str(tmp_path / "w3"))
+    run.finetune_and_evaluate(c, str(tmp_path / "w3"))
   assert str(e.value) == (
       f"--config.init_from={exports['hf']}: the checkpoint has hidden_size=128 but "
       "--config.model.preset=mini has hidden_size=256; set --config.model.preset='' to use the "
@@ -163,7 +164,7 @@ def test_bad_input_errors(exports, tasks, tmp_path):
                  "train.batch_size": 12})
   with pytest.raises(errors.UserError, match=r"batch_size=12 is not divisible by the "
                                                  r"data-parallel size 8"):
-    finetune.finetune_and_evaluate(c, str(tmp_path / "w4"))
+    run.finetune_and_evaluate(c, str(tmp_path / "w4"))
 
 
 def test_cli_error_is_one_line(exports, tasks, tmp_path, repo_root):

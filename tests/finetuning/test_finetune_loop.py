@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from bert_jax import errors, finetune
+from bert_jax import errors
+from bert_jax.finetuning import run
 from bert_jax.data import SAMPLE_CORPUS
 from configs.finetune import default
 from helpers import REPO
@@ -79,7 +80,7 @@ def test_sigterm_saves_then_resume_equals_an_uninterrupted_run(sample_data, task
   vocab, _ = sample_data
   overrides = _overrides(task_files, vocab)
   straight = tmp_path / "straight"
-  expected = finetune.finetune_and_evaluate(_config(overrides), str(straight))
+  expected = run.finetune_and_evaluate(_config(overrides), str(straight))
   for kind in ("train", "eval"):  # TensorBoard, as pretraining writes it
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(straight / kind))
   train_rows = [json.loads(l) for l in (straight / "metrics.jsonl").read_text().splitlines()
@@ -102,7 +103,7 @@ def test_sigterm_saves_then_resume_equals_an_uninterrupted_run(sample_data, task
   saved = int(os.listdir(resumed / "checkpoints")[0])
   assert 2 <= saved < STEPS
 
-  got = finetune.finetune_and_evaluate(_config(overrides), str(resumed))
+  got = run.finetune_and_evaluate(_config(overrides), str(resumed))
   a, b = _train_losses(straight), _train_losses(resumed)
   assert set(range(saved + 2, STEPS + 1)) <= set(b)  # the resumed run's first step compiles
   for step in range(saved + 2, STEPS + 1):

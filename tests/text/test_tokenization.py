@@ -8,7 +8,7 @@ import pytest
 
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.text.tokenization import Tokenizer, VocabError, infer_lower_case
-from bert_jax.vocab import train_vocab
+from bert_jax.text.vocab import train_vocab
 
 # ----------------------------------------------------------------- google-research/bert, by hand
 

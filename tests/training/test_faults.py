@@ -13,7 +13,7 @@ import pytest
 
 from bert_jax.training import metrics
 from bert_jax import errors
-from bert_jax import train
+from bert_jax.training import trainer
 from helpers import tiny_config
 
 CKPT_EVERY_2 = {"train.num_steps": 4, "checkpoint.every_steps": 2, "train.log_every_steps": 2,
@@ -26,7 +26,7 @@ def _steps(workdir):
 
 def test_a_save_killed_midway_is_never_restored(tmp_path, caplog):
   """What kill -9 during an async save leaves (an unfinished Orbax tmp directory) is ignored."""
-  train.train_and_evaluate(tiny_config(**CKPT_EVERY_2), str(tmp_path))
+  trainer.train_and_evaluate(tiny_config(**CKPT_EVERY_2), str(tmp_path))
   ckpts = tmp_path / "checkpoints"
   partial = ckpts / "6.orbax-checkpoint-tmp"
   shutil.copytree(ckpts / "4", partial)
@@ -34,7 +34,7 @@ def test_a_save_killed_midway_is_never_restored(tmp_path, caplog):
     if f.is_file():
       f.write_bytes(f.read_bytes()[:3])
   with caplog.at_level(logging.INFO):
-    train.train_and_evaluate(tiny_config(**{**CKPT_EVERY_2, "train.num_steps": 6}),
+    trainer.train_and_evaluate(tiny_config(**{**CKPT_EVERY_2, "train.num_steps": 6}),
                              str(tmp_path))
   assert "resumed from checkpoint at step 4" in caplog.text
   assert _steps(tmp_path) == ["2", "4", "6"]
@@ -43,7 +43,7 @@ def test_a_save_killed_midway_is_never_restored(tmp_path, caplog):
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
 def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog, damage,
                                                                   monkeypatch):
-  train.train_and_evaluate(tiny_config(**CKPT_EVERY_2), str(tmp_path))
+  trainer.train_and_evaluate(tiny_config(**CKPT_EVERY_2), str(tmp_path))
   state_dir = tmp_path / "checkpoints" / "4" / "state"
   biggest = max((f for f in state_dir.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
   if damage == "truncate":
@@ -53,7 +53,7 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, capl
   stray = []  # what Python would print to stderr as "Exception ignored in: ..."
   monkeypatch.setattr(sys, "unraisablehook", stray.append)
   with caplog.at_level(logging.INFO):
-    train.train_and_evaluate(tiny_config(**{**CKPT_EVERY_2, "train.num_steps": 6}),
+    trainer.train_and_evaluate(tiny_config(**{**CKPT_EVERY_2, "train.num_steps": 6}),
                              str(tmp_path))
     gc.collect()
   assert f"checkpoint {tmp_path / 'checkpoints' / '4'} is unreadable" in caplog.text
@@ -88,7 +88,7 @@ def test_disk_full_during_a_save(tiny_disk, policy, caplog):
                           "checkpoint.max_to_keep": 3,
                           "checkpoint.on_save_error": policy})
   with pytest.raises(errors.SaveError) as e, caplog.at_level(logging.ERROR):
-    train.train_and_evaluate(config, str(tiny_disk))
+    trainer.train_and_evaluate(config, str(tiny_disk))
   msg = str(e.value)
   assert "\n" not in msg
   assert "failed (" in msg and "No space left on device" in msg
@@ -100,7 +100,7 @@ def test_disk_full_during_a_save(tiny_disk, policy, caplog):
   subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
   caplog.clear()
   with caplog.at_level(logging.INFO):
-    train.train_and_evaluate(config, str(tiny_disk))
+    trainer.train_and_evaluate(config, str(tiny_disk))
   assert "resumed from checkpoint at step 2" in caplog.text
   assert _steps(tiny_disk)[-1] == "8"
 
@@ -131,11 +131,11 @@ def test_an_unfinished_save_is_removed_while_its_last_writes_land(tmp_path, monk
 
 
 def test_resuming_with_another_model_size_is_an_error_not_corruption(tmp_path):
-  train.train_and_evaluate(tiny_config(**CKPT_EVERY_2), str(tmp_path))
+  trainer.train_and_evaluate(tiny_config(**CKPT_EVERY_2), str(tmp_path))
   before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
   config_before = (tmp_path / "config.json").read_text()
   with pytest.raises(errors.UserError) as e:
-    train.train_and_evaluate(tiny_config(**{**CKPT_EVERY_2, "model.preset": "mini"}),
+    trainer.train_and_evaluate(tiny_config(**{**CKPT_EVERY_2, "model.preset": "mini"}),
                              str(tmp_path))
   msg = str(e.value)
   assert msg.startswith(f"{tmp_path / 'checkpoints' / '4'}: ")
@@ -150,7 +150,8 @@ def test_resuming_with_another_model_size_is_an_error_not_corruption(tmp_path):
 def test_resuming_after_the_dataset_was_re_prepared_is_a_clear_error(tmp_path):
   """Saved input positions are file offsets into one build of the dataset: another build
   (re-prepared with other settings) must be refused, and the checkpoints left alone."""
-  from bert_jax import prepare, vocab
+  from bert_jax.data import prepare
+  from bert_jax.text import vocab
   from bert_jax.data import SAMPLE_CORPUS
   vocab_path = vocab.train_vocab(str(SAMPLE_CORPUS), str(tmp_path / "vocab"), vocab_size=2000,
                                  kind="wordpiece", lower_case=True)
@@ -159,12 +160,12 @@ def test_resuming_after_the_dataset_was_re_prepared_is_a_clear_error(tmp_path):
                max_predictions_per_seq=10)
   prepare.prepare(**build, validation_fraction=0.1)
   work = tmp_path / "w"
-  train.train_and_evaluate(tiny_config(data, **CKPT_EVERY_2), str(work))
+  trainer.train_and_evaluate(tiny_config(data, **CKPT_EVERY_2), str(work))
   prepare.prepare(**build, validation_fraction=0.2, overwrite=True)
   with pytest.raises(errors.UserError, match=r"input pipeline state in .*/checkpoints/4/data "
                      r"belongs to a different build of the dataset in .* \(re-prepared since\?\); "
                      r"resume with the data it was trained on, or start a new --workdir"):
-    train.train_and_evaluate(tiny_config(data, **{**CKPT_EVERY_2, "train.num_steps": 6}),
+    trainer.train_and_evaluate(tiny_config(data, **{**CKPT_EVERY_2, "train.num_steps": 6}),
                              str(work))
   assert _steps(work) == ["2", "4"]
 

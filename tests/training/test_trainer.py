@@ -13,7 +13,6 @@ import pytest
 
 from bert_jax.training import trainer
 from bert_jax import errors
-from bert_jax import train
 from bert_jax.parallel import sharding
 from bert_jax.training import pretraining
 from bert_jax.training import train_state
@@ -42,7 +41,7 @@ def test_end_to_end_on_the_sample_corpus(sample_data, tmp_path):
                                     "checkpoint.every_steps": 20, "eval.every_steps": 20,
                                     "optimizer.warmup_steps": 5})
   before = signal.getsignal(signal.SIGTERM)
-  result = train.train_and_evaluate(config, str(tmp_path))
+  result = trainer.train_and_evaluate(config, str(tmp_path))
   # The preemption handler is the process's only while training (a later SIGTERM, or a
   # multiprocessing.Pool terminating workers forked afterwards, must not be swallowed)
   assert signal.getsignal(signal.SIGTERM) is before
@@ -72,7 +71,7 @@ def test_sigterm_saves_then_resume_equals_an_uninterrupted_run(sample_data, tmp_
                "eval.every_steps": 0}
   config = tiny_config(data_dir, **overrides)
   straight = tmp_path / "straight"
-  train.train_and_evaluate(config, str(straight))
+  trainer.train_and_evaluate(config, str(straight))
 
   resumed = tmp_path / "resumed"
   args = [f"--config={REPO / 'configs' / 'tiny.py'}", f"--workdir={resumed}",
@@ -95,7 +94,7 @@ def test_sigterm_saves_then_resume_equals_an_uninterrupted_run(sample_data, tmp_
   saved = int(os.listdir(resumed / "checkpoints")[0])
   assert 2 <= saved < 12
 
-  train.train_and_evaluate(config, str(resumed))
+  trainer.train_and_evaluate(config, str(resumed))
   a = {r["step"]: r["loss"] for r in _metrics(straight)}
   b = {r["step"]: r["loss"] for r in _metrics(resumed)}
   assert all(b[s] == a[s] for s in b if s > saved + 1)  # the resumed run's steps
@@ -162,7 +161,7 @@ def test_nonfinite_stop_keeps_the_last_good_checkpoint(monkeypatch, tmp_path):
   config = tiny_config(**{"train.num_steps": 8, "checkpoint.every_steps": 2,
                           "train.log_every_steps": 2, "eval.every_steps": 0})
   with pytest.raises(errors.NonFiniteError, match="non-finite loss or gradient by step 6"):
-    train.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
   assert sorted(map(int, os.listdir(tmp_path / "checkpoints"))) == [2, 4]
   step, params = _final_params(tmp_path, config, 500)
   assert step == 4 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
@@ -172,7 +171,7 @@ def test_nonfinite_skip_counts_and_finishes(monkeypatch, tmp_path):
   _inject_nan_at(monkeypatch, 5)
   config = tiny_config(**{"train.num_steps": 8, "train.on_nonfinite": "skip",
                           "train.log_every_steps": 2, "eval.every_steps": 0})
-  train.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   logs = _metrics(tmp_path)
   assert logs[-1]["step"] == 8 and logs[-1]["skipped_steps"] == 1
   _, params = _final_params(tmp_path, config, 500)
@@ -203,7 +202,7 @@ def test_a_relative_workdir_trains_and_exports(tmp_path, monkeypatch):
   when the first array is written, in the background; ours are made absolute first."""
   from bert_jax.training import export
   monkeypatch.chdir(tmp_path)
-  train.train_and_evaluate(tiny_config(**{"train.num_steps": 4, "checkpoint.every_steps": 2,
+  trainer.train_and_evaluate(tiny_config(**{"train.num_steps": 4, "checkpoint.every_steps": 2,
                                           "eval.every_steps": 0}), os.path.join("out", "run"))
   assert sorted(os.listdir(os.path.join("out", "run", "checkpoints"))) == ["2", "4"]
   _, step = export.export(os.path.join("out", "run"), os.path.join("out", "export"),
