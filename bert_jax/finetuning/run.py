@@ -233,7 +233,7 @@ class FinetuneTask:
       return {k: v for k, v in evals[-1].items() if k != "step"}
     eval_split = self._splits["eval"]
     if eval_split is None:
-      return {"epoch": step / self._steps_per_epoch}
+      return {}
     t = time.perf_counter()
     eval_bs = self._config.eval.batch_size
     outputs = predict(self._setup, state.params, eval_split.features, eval_bs)

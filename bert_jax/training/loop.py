@@ -52,7 +52,8 @@ class Task(Protocol):
   nonfinite_hint: str  # what to try when the loss goes non-finite
 
   def evaluate(self, state: TrainState, step: int) -> dict:
-    """Eval scalars at `step` (written to metrics.jsonl by the loop); logs its own line."""
+    """Eval scalars at `step` (written to metrics.jsonl by the loop; {} if there is no eval
+    set); logs its own line."""
 
   def log_line(self, step: int, num_steps: int, mean: dict) -> str:
     """The task's part of a train log line from the window's mean metrics."""
@@ -161,7 +162,8 @@ class _Run:
   def evaluate(self) -> None:
     logging.info("evaluating at step %d", self.step)
     self.last_eval = self.task.evaluate(self.state, self.step)
-    self.writer.write("eval", self.step, self.last_eval)
+    if self.last_eval:  # a task without an eval set has nothing to write
+      self.writer.write("eval", self.step, self.last_eval)
 
   def save(self, final: bool = False) -> None:
     """Checkpoint at this step. A failed save stops the run (checkpoint.on_save_error=stop, and

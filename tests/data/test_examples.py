@@ -199,7 +199,10 @@ def test_layout_and_lengths(documents, tokenizer):
     assert (types[:seps[0] + 1] == 0).all() and (types[seps[0] + 1:] == 1).all()
     assert tokenizer.mask_id not in ids
   lengths = np.array([len(i["input_ids"]) for i in instances])
-  assert (lengths == 128).mean() > 0.6  # most examples are filled up
+  # Many examples are filled up. How many depends on the trained vocabulary (tokenizers' WordPiece
+  # breaks ties by hash order): 0.44-0.79 over 16 vocabularies of this sample; the exact draws
+  # are checked against the reference in test_identical_to_reference.
+  assert (lengths == 128).mean() > 0.4
 
 
 def test_next_sentence_ratio(documents, tokenizer):
