@@ -8,8 +8,11 @@ through `etils.epath` / `tf.io.gfile`, which speak GCS.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import uuid
+from collections.abc import Iterator
 
 from etils import epath
 
@@ -21,16 +24,28 @@ def is_url(path) -> bool:
   return "://" in os.fspath(path)
 
 
-def atomic_write(path, data: str | bytes) -> str:
-  """Writes `data` to `path` (local or URL) through a temporary name in the same directory and
-  a rename, so a reader never sees a half-written file. Returns the path as a string."""
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[epath.Path]:
+  """Yields a temporary name beside `path` to write to; renamed to `path` when the block ends
+  normally, removed when it raises. A reader never sees a half-written file."""
   path = epath.Path(path)
-  tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-  if isinstance(data, bytes):
-    tmp.write_bytes(data)
-  else:
-    tmp.write_text(data, encoding="utf-8")
-  tmp.replace(path)
+  tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+  try:
+    yield tmp
+    tmp.replace(path)
+  except BaseException:
+    if tmp.exists():
+      tmp.unlink()
+    raise
+
+
+def atomic_write(path, data: str | bytes) -> str:
+  """Writes `data` to `path` (local or URL) atomically (`atomic_path`); returns the path."""
+  with atomic_path(path) as tmp:
+    if isinstance(data, bytes):
+      tmp.write_bytes(data)
+    else:
+      tmp.write_text(data, encoding="utf-8")
   return os.fspath(path)
 
 

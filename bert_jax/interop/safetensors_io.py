@@ -20,7 +20,6 @@ import os
 import shutil
 import struct
 import tempfile
-import uuid
 from collections.abc import Iterator, Mapping
 
 import ml_dtypes  # noqa: F401 - registers numpy's "bfloat16" dtype, which safe_open relies on
@@ -147,16 +146,8 @@ def save(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str] | N
     arrays[name] = a
   metadata = dict(metadata) if metadata else None
   if not paths.is_url(path):
-    path = os.fspath(path)
-    folder, base = os.path.split(path)
-    tmp = os.path.join(folder, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-      safetensors.numpy.save_file(arrays, tmp, metadata=metadata)
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    with paths.atomic_path(os.fspath(path)) as tmp:
+      safetensors.numpy.save_file(arrays, os.fspath(tmp), metadata=metadata)
     return
   with tempfile.TemporaryDirectory(prefix="bert_jax-safetensors-") as d:
     local = os.path.join(d, "model.safetensors")
