@@ -32,17 +32,13 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import glob
 import hashlib
-import os
 import random
 import re
 
 import numpy as np
 from etils import epath
 
-from bert_jax import paths
-from bert_jax.errors import DataError
 from bert_jax.paths import file_size
 
 MASKING_MODES = ("dynamic", "static")

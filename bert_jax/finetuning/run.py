@@ -57,9 +57,12 @@ def validate_config(config) -> None:
   if config.export.format not in EXPORT_FORMATS:
     raise ConfigError(f"--config.export.format={config.export.format!r} is not one of '', hf, "
                       "tf1, orbax")
-  if config.train.on_nonfinite not in ("stop", "skip"):
-    raise ConfigError(f"--config.train.on_nonfinite={config.train.on_nonfinite!r} is not one of "
-                      "stop, skip")
+  for key, choices in (("train.on_nonfinite", ("stop", "skip")),
+                       ("checkpoint.on_save_error", ("stop", "continue"))):
+    group, name = key.split(".")
+    if config[group][name] not in choices:
+      raise ConfigError(f"--config.{key}={config[group][name]!r} is not one of "
+                        f"{', '.join(choices)}")
 
 
 # ---- initial model and vocabulary -------------------------------------------------------------
@@ -159,8 +162,9 @@ def train_batch(features: dict, keys: tuple, step: int, batch_size: int, seed: i
 
 
 class StepBatches:
-  """The training batches as a `loop.DataIterator`: batch i is `train_batch(..., step=i)`, so
-  the saved position is the step."""
+  """The training batches as a `loop.DataIterator`: batch i is `train_batch(..., step=i)`. The
+  position is the train state's step, so a checkpoint needs nothing of its own: after a restore
+  the caller sets `step` from the state."""
 
   def __init__(self, features: dict, keys: tuple, batch_size: int, seed: int, step: int = 0):
     self._features, self._keys, self._batch_size, self._seed = features, keys, batch_size, seed
@@ -171,15 +175,11 @@ class StepBatches:
     self.step += 1
     return batch
 
-  def _path(self, directory) -> epath.Path:
-    return epath.Path(directory) / f"finetune_batches_{jax.process_index()}.json"
-
   def save(self, directory) -> None:
-    self._path(directory).write_text(json.dumps({"step": self.step}))
+    del directory  # the step is saved with the train state
 
   def restore(self, directory) -> None:
-    if self._path(directory).exists():  # checkpoints written before batches were saved: the
-      self.step = json.loads(self._path(directory).read_text())["step"]  # caller sets step
+    del directory
 
 
 def predict(setup, params, features: dict, batch_size: int) -> dict:
@@ -308,8 +308,7 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
                     "data.tfds_name)")
   splits = {"eval": task.load("eval"), "test": task.load("test")}
   b = config.train.batch_size
-  config_lib.validate_batch(mesh, jax.process_count(), train_batch_size=b,
-                            eval_batch_size=config.eval.batch_size)
+  config_lib.validate_batch(config, mesh, jax.process_count())
   num_train = len(train.features["input_ids"])
   steps_per_epoch = num_train // b
   if steps_per_epoch == 0:
@@ -338,7 +337,7 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
     else:
       logging.info("resumed from checkpoint at step %d", restored)
     del model
-    batches.step = int(jax.device_get(state.step))
+    batches.step = int(jax.device_get(state.step))  # the data position (see StepBatches)
     results_path = workdir / "results.json"
     results = json.loads(results_path.read_text()) if restored and results_path.exists() else {
         "task": config.task, "metric": config.eval.best_metric or task.default_metric,

@@ -125,23 +125,24 @@ def check_architecture(checkpoint: BertConfig, wanted: BertConfig, *, source: st
                         f"{getattr(wanted, field)}; {fix}")
 
 
-def validate_batch(mesh: Mesh, process_count: int, **batch_sizes: int) -> None:
-  """Each global batch size (keyword: its config key with "_" for ".", e.g.
-  train_batch_size=256) divides over the data-parallel devices and the processes."""
+def validate_batch(config, mesh: Mesh, process_count: int) -> None:
+  """The global train and eval batch sizes (train.batch_size, eval.batch_size: pretraining and
+  fine-tuning configs both have them) divide over the data-parallel devices and the processes."""
   dp = sharding.data_parallel_size(mesh)
-  for key, size in batch_sizes.items():
-    flag = "--config." + key.replace("_", ".", 1)
+  for key in ("train.batch_size", "eval.batch_size"):
+    group, name = key.split(".")
+    size = config[group][name]
     if size % dp:
-      raise ConfigError(f"{flag}={size} is not divisible by the data-parallel size {dp} "
+      raise ConfigError(f"--config.{key}={size} is not divisible by the data-parallel size {dp} "
                         f"(mesh.data × mesh.fsdp); use a multiple of {dp}")
     if size % process_count:
-      raise ConfigError(f"{flag}={size} is not divisible by the {process_count} processes")
+      raise ConfigError(f"--config.{key}={size} is not divisible by the {process_count} "
+                        "processes")
 
 
 def validate_pretraining_batch(config, mesh: Mesh, process_count: int) -> None:
-  """validate_batch for train and eval batches, and gradient accumulation's micro-batches."""
-  validate_batch(mesh, process_count, train_batch_size=config.train.batch_size,
-                 eval_batch_size=config.eval.batch_size)
+  """validate_batch, and gradient accumulation's micro-batches."""
+  validate_batch(config, mesh, process_count)
   per_device = config.train.batch_size // sharding.data_parallel_size(mesh)
   acc = config.train.grad_accum_steps
   if per_device % acc:

@@ -68,22 +68,21 @@ class LoopConfig:
   log_every_steps: int
   eval_every_steps: int  # 0: only at the end
   checkpoint_every_steps: int  # 0: only at the end (and on SIGTERM)
-  on_nonfinite: str = "stop"  # stop | skip
-  max_skipped_steps: int = 100
-  on_save_error: str = "stop"  # stop | continue
-  profile_start_step: int = -1
-  profile_num_steps: int = 5
+  on_nonfinite: str  # stop | skip
+  max_skipped_steps: int
+  on_save_error: str  # stop | continue
+  profile_start_step: int  # -1: no profile
+  profile_num_steps: int
 
   @classmethod
   def from_config(cls, config, num_steps: int, eval_every: int, checkpoint_every: int):
+    """From a pretraining or fine-tuning config (both declare these train/checkpoint keys)."""
     t = config.train
     return cls(num_steps=num_steps, log_every_steps=t.log_every_steps,
                eval_every_steps=eval_every, checkpoint_every_steps=checkpoint_every,
-               on_nonfinite=t.get("on_nonfinite", "stop"),
-               max_skipped_steps=t.get("max_skipped_steps", 100),
-               on_save_error=config.checkpoint.get("on_save_error", "stop"),
-               profile_start_step=t.get("profile_start_step", -1),
-               profile_num_steps=t.get("profile_num_steps", 5))
+               on_nonfinite=t.on_nonfinite, max_skipped_steps=t.max_skipped_steps,
+               on_save_error=config.checkpoint.on_save_error,
+               profile_start_step=t.profile_start_step, profile_num_steps=t.profile_num_steps)
 
 
 def _every(step: int, every: int) -> bool:

@@ -67,7 +67,6 @@ class SyntheticBatches:
 @dataclasses.dataclass
 class DataSource:
   vocab_size: int
-  info: dict  # the prepared dataset's metadata ({} for synthetic data)
   make_train_iterator: Callable[[], loop.DataIterator]  # () -> this process's train batches
   eval_batches: Callable[[], list]  # () -> this process's eval batches
 
@@ -77,7 +76,7 @@ def data_source(config) -> DataSource:
   d = config.data
   if d.source == "synthetic":
     synthetic = SyntheticBatches(config)
-    return DataSource(d.synthetic_vocab_size, {}, lambda: synthetic, synthetic.eval_batches)
+    return DataSource(d.synthetic_vocab_size, lambda: synthetic, synthetic.eval_batches)
   from bert_jax.data import input_pipeline
   if not d.data_dir:
     raise UserError("--config.data.data_dir is empty: point it at the directory written by "
@@ -108,7 +107,7 @@ def data_source(config) -> DataSource:
         d.data_dir, d.dataset or None, batch_size=config.eval.batch_size // jax.process_count(),
         max_batches=config.eval.num_batches if config.eval.num_batches > 0 else None, **common))
 
-  return DataSource(info["vocab_size"], info, train_iterator, eval_batches)
+  return DataSource(info["vocab_size"], train_iterator, eval_batches)
 
 
 def evaluate(setup: pretraining.TrainSetup, params, batches) -> dict:
