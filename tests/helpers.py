@@ -2,14 +2,17 @@
 
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 from flax import nnx
 
 from bert_jax import create_model, get_config
+from bert_jax.errors import EXIT_PREEMPTED
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -81,13 +84,35 @@ def tiny_config(data_dir=None, **overrides):
   c.eval.batch_size = 8
   c.eval.num_batches = 2
   c.train.peak_tflops_per_device = 1.0  # skip the matmul measurement
+  return override(c, overrides)
+
+
+def override(config, overrides: dict):
+  """config with dotted keys set, e.g. {"train.num_steps": 4}; returns config."""
   for key, value in overrides.items():
-    node = c
+    node = config
     *parents, leaf = key.split(".")
     for p in parents:
       node = node[p]
     node[leaf] = value
-  return c
+  return config
+
+
+def sigterm_after_first_metrics(command: list, workdir, env=None) -> str:
+  """Starts `python -m <command...>`, sends SIGTERM once WORKDIR/metrics.jsonl has a line, and
+  returns its output after checking it saved and exited with the preemption status (143)."""
+  proc = subprocess.Popen([sys.executable, "-m", *command], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  metrics = pathlib.Path(workdir) / "metrics.jsonl"
+  deadline = time.time() + 300
+  while not metrics.exists() or not metrics.read_text():
+    assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == EXIT_PREEMPTED, out
+  assert "preemption/SIGTERM: saving a checkpoint at step" in out
+  return out
 
 
 def run_cli(args, timeout=600, env=None):

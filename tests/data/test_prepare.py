@@ -14,7 +14,7 @@ from bert_jax.data import tfds_builder as pds
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.data.input_pipeline import find_dataset
 from bert_jax.data.prepare import prepare
-from bert_jax.data.examples import DataError
+from bert_jax.errors import DataError
 from bert_jax.text.vocab import train_vocab
 
 SMALL = dict(max_seq_length=64, max_predictions_per_seq=10, num_workers=1)

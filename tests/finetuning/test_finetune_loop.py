@@ -7,19 +7,17 @@ import json
 import os
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from bert_jax import errors
 from bert_jax.finetuning import run
 from bert_jax.data import SAMPLE_CORPUS
+from bert_jax.errors import UserError
 from configs.finetune import default
-from helpers import REPO
+from helpers import REPO, override, sigterm_after_first_metrics
 
 STEPS = 60
 
@@ -48,14 +46,7 @@ def _overrides(task_files, vocab) -> dict:
 
 
 def _config(overrides):
-  c = default.get_config()
-  for key, value in overrides.items():
-    *groups, name = key.split(".")
-    node = c
-    for g in groups:
-      node = node[g]
-    node[name] = value
-  return c
+  return override(default.get_config(), overrides)
 
 
 def _args(overrides):
@@ -88,17 +79,8 @@ def test_sigterm_saves_then_resume_equals_an_uninterrupted_run(sample_data, task
   assert {"mfu", "tokens_per_s", "seq_per_s", "steps_per_s"} <= set(train_rows[-1])
 
   resumed = tmp_path / "resumed"
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "bert_jax.finetune", f"--workdir={resumed}", *_args(overrides)],
-      cwd=REPO, env=_env(8), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  deadline = time.time() + 300
-  while not (resumed / "metrics.jsonl").exists() or not (resumed / "metrics.jsonl").read_text():
-    assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-    time.sleep(0.1)
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=300)
-  assert proc.returncode == errors.EXIT_PREEMPTED, out
-  assert "preemption/SIGTERM: saving a checkpoint at step" in out
+  out = sigterm_after_first_metrics(
+      ["bert_jax.finetune", f"--workdir={resumed}", *_args(overrides)], resumed, env=_env(8))
   assert "| MFU " in out and "| ETA " in out
   saved = int(os.listdir(resumed / "checkpoints")[0])
   assert 2 <= saved < STEPS
@@ -148,3 +130,12 @@ def test_two_processes_finetune_like_one(sample_data, task_files, tmp_path):
   rb = json.loads((multi / "results.json").read_text())
   assert ra["best"] == pytest.approx(rb["best"], abs=1e-6)
   assert os.listdir(multi / "checkpoints") == ["6"]
+
+
+@pytest.mark.parametrize("key,value,choices", [("train.on_nonfinite", "halt", "stop, skip"),
+                                               ("checkpoint.on_save_error", "ignore",
+                                                "stop, continue")])
+def test_loop_policies_are_checked_at_start_up(key, value, choices):
+  with pytest.raises(UserError) as e:
+    run.validate_config(override(default.get_config(), {key: value}))
+  assert str(e.value) == f"--config.{key}={value!r} is not one of {choices}"

@@ -15,7 +15,6 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import errors
 from bert_jax.training import export
 from bert_jax import load_pretrained
 from helpers import assert_trees_equal, params_of

@@ -3,9 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
@@ -17,7 +14,7 @@ from bert_jax.parallel import sharding
 from bert_jax.training import pretraining
 from bert_jax.training import train_state
 from bert_jax.training.checkpointing import Checkpointer
-from helpers import REPO, tiny_config
+from helpers import REPO, sigterm_after_first_metrics, tiny_config
 
 
 def _metrics(workdir, kind="train"):
@@ -81,16 +78,7 @@ def test_sigterm_saves_then_resume_equals_an_uninterrupted_run(sample_data, tmp_
                                        "data.shuffle_buffer": 100, "train.batch_size": 8,
                                        "optimizer.warmup_steps": 2, "eval.batch_size": 8,
                                        "train.peak_tflops_per_device": 1.0}.items()]
-  proc = subprocess.Popen([sys.executable, "-m", "bert_jax.train", *args], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  deadline = time.time() + 300
-  while not (resumed / "metrics.jsonl").exists() or not (resumed / "metrics.jsonl").read_text():
-    assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=300)
-  assert proc.returncode == errors.EXIT_PREEMPTED, out
-  assert "preemption/SIGTERM: saving a checkpoint at step" in out
+  sigterm_after_first_metrics(["bert_jax.train", *args], resumed)
   saved = int(os.listdir(resumed / "checkpoints")[0])
   assert 2 <= saved < 12
 
