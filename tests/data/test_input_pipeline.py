@@ -93,7 +93,10 @@ def test_shapes_dtypes_and_masking(data_dir):
   assert total > 5000
   assert abs(counts["mask"] / total - 0.8) < 0.025
   assert abs(counts["same"] / total - 0.1) < 0.02 and abs(counts["random"] / total - 0.1) < 0.02
-  assert 0.4 < counts["not_next"] / 640 < 0.65
+  # NotNext: 0.5 plus the chunks with one segment (always NotNext), which depends on the trained
+  # vocabulary: 0.54-0.655 over 17 vocabularies of this sample (one at 0.655 failed a CI run
+  # under the old 0.65 bound); the generator's draws are checked in tests/data/test_examples.py.
+  assert 0.4 < counts["not_next"] / 640 < 0.7
 
 
 def test_whole_word_masking(data_dir):
