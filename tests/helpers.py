@@ -120,3 +120,53 @@ def run_cli(args, timeout=600, env=None):
   full_env = dict(os.environ, **(env or {}))
   return subprocess.run([sys.executable, "-m", "bert_jax.train", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_processes(command: list, num_processes: int, log_dir, env=None, timeout=300) -> list[str]:
+  """Runs `python -m <command...>` as processes 0..N-1 of one jax.distributed job (each gets
+  --coordinator_address/--num_processes/--process_id) and returns their outputs once all exit 0.
+
+  Watches all of them: when one fails, the rest (stuck in a collective waiting for it) are
+  killed and its output is reported; when the job runs past `timeout`, every process first
+  prints all its threads' Python stacks (faulthandler on SIGABRT), so a hang says where."""
+  port = free_port()
+  env = dict(os.environ if env is None else env, PYTHONFAULTHANDLER="1")
+  logs = [open(pathlib.Path(log_dir) / f"process_{i}.log", "w+") for i in range(num_processes)]
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", *command, f"--coordinator_address=127.0.0.1:{port}",
+       f"--num_processes={num_processes}", f"--process_id={i}"], cwd=REPO, env=env,
+      stdout=logs[i], stderr=subprocess.STDOUT, text=True)  # a file: no pipe to fill up
+      for i in range(num_processes)]
+  deadline = time.time() + timeout
+  problem = None
+  while problem is None and any(p.poll() is None for p in procs):
+    failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+    if failed:
+      problem = f"process {failed[0]} exited with {procs[failed[0]].returncode}"
+    elif time.time() > deadline:
+      problem = f"still running after {timeout} s (stacks below)"
+      for p in procs:
+        if p.poll() is None:
+          p.send_signal(signal.SIGABRT)
+      time.sleep(5)
+    else:
+      time.sleep(0.2)
+  for p in procs:
+    if p.poll() is None:
+      p.kill()
+    p.wait()
+  outs = [(log.seek(0), log.read())[1] for log in logs]
+  for log in logs:
+    log.close()
+  if problem is None and any(p.returncode for p in procs):
+    problem = f"exit statuses {[p.returncode for p in procs]}"
+  assert problem is None, problem + "".join(
+      f"\n--- process {i} ---\n{out[-6000:]}" for i, out in enumerate(outs))
+  return outs

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ from bert_jax.finetuning import run
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.errors import UserError
 from configs.finetune import default
+import helpers
 from helpers import REPO, override, sigterm_after_first_metrics
 
 STEPS = 60
@@ -95,12 +95,6 @@ def test_sigterm_saves_then_resume_equals_an_uninterrupted_run(sample_data, task
   assert got["best_step"] == expected["best_step"]
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_finetune_like_one(sample_data, task_files, tmp_path):
   vocab, _ = sample_data
@@ -111,17 +105,8 @@ def test_two_processes_finetune_like_one(sample_data, task_files, tmp_path):
                   *_args(overrides)], cwd=REPO, env=_env(4), check=True, capture_output=True,
                  timeout=600)
   multi = tmp_path / "multi"
-  port = _free_port()
-  logs = [open(tmp_path / f"process_{i}.log", "w+") for i in range(2)]  # no pipe to fill up
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "bert_jax.finetune", f"--workdir={multi}", *_args(overrides),
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-      cwd=REPO, env=_env(2), stdout=logs[i], stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
-  for p in procs:
-    p.wait(timeout=600)
-  outs = [(log.seek(0), log.read())[1] for log in logs]
-  assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+  helpers.run_processes(["bert_jax.finetune", f"--workdir={multi}", *_args(overrides)], 2,
+                        tmp_path, env=_env(2))
   a, b = _train_losses(single), _train_losses(multi)
   assert sorted(a) == sorted(b) and len(a) >= 4
   for step in a:

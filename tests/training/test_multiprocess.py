@@ -3,12 +3,12 @@ global batches as one process with 4 devices, and write one checkpoint collectiv
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
+import helpers
 from helpers import REPO
 
 ARGS = [f"--config={REPO / 'configs' / 'tiny.py'}", "--config.data.source=synthetic",
@@ -23,12 +23,6 @@ def _env(devices):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return env
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _losses(workdir):
@@ -46,14 +40,8 @@ def test_two_processes_match_one(tmp_path):
                  capture_output=True, timeout=600)
 
   multi = tmp_path / "multi"
-  port = _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "bert_jax.train", f"--workdir={multi}", *ARGS,
-       "--config.train.num_steps=5", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}"], cwd=REPO, env=_env(2),
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  outs = [p.communicate(timeout=600)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+  outs = helpers.run_processes(["bert_jax.train", f"--workdir={multi}", *ARGS,
+                                "--config.train.num_steps=5"], 2, tmp_path, env=_env(2))
   assert "mesh {'data': 4, 'fsdp': 1, 'tensor': 1} over 4 devices (2 processes)" in outs[0]
   assert "step 5/5" not in outs[1]  # only process 0 logs
 
