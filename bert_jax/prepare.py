@@ -29,15 +29,36 @@ def define_flags():
   flags.DEFINE_string("data_dir", None, "TFDS data directory to write bert_pretraining/ into.")
   flags.DEFINE_integer("max_seq_length", 128, "Tokens per example, [CLS]/[SEP] included.")
   flags.DEFINE_integer("max_predictions_per_seq", 20, "Masked tokens per example at most.")
-  flags.DEFINE_float("masked_lm_prob", 0.15, "Fraction of tokens masked.")
+  flags.DEFINE_enum("objective", "nsp", pdata.OBJECTIVES,
+                    "Sentence objective: nsp (BERT's next sentence), sop (ALBERT's sentence "
+                    "order: A and B of one document, swapped half the time, label 1 = swapped), "
+                    "none (RoBERTa: rows of full sentences, no sentence label).")
+  flags.DEFINE_bool("cross_documents", True, "--objective=none: rows continue across documents "
+                    "after a [SEP] (RoBERTa's FULL-SENTENCES); false: DOC-SENTENCES.")
+  flags.DEFINE_float("masked_lm_prob", 0.15, "Fraction of tokens masked (0.3: MosaicBERT, "
+                     "ModernBERT).")
+  flags.DEFINE_enum("masking_strategy", "token", pdata.MASKING_STRATEGIES,
+                    "What is masked together: token (BERT), whole_word (all pieces of a word), "
+                    "span (SpanBERT: geometric spans of whole words, 80/10/10 per span), ngram "
+                    "(ALBERT: 1-3 words, p(n) ~ 1/n). Stored; dynamic masking uses it too.")
+  flags.DEFINE_float("mask_token_prob", 0.8, "Of the masked tokens, the share set to [MASK].")
+  flags.DEFINE_float("random_token_prob", 0.1,
+                     "Of the masked tokens, the share set to a random token (the rest is kept).")
+  flags.DEFINE_enum("segmenter", "none", ("none", "jieba"),
+                    "Word segmenter for whole-word/span/n-gram masking of Chinese (jieba: pip "
+                    "install 'bert_jax[zh]'): a word's characters are masked together.")
   flags.DEFINE_float("short_seq_prob", 0.1, "Probability of a shorter target length.")
   flags.DEFINE_enum("masking", "dynamic", pdata.MASKING_MODES,
                     "dynamic: masks drawn by the input pipeline every epoch; static: stored.")
   flags.DEFINE_integer("dupe_factor", 5, "Static masking: copies of the data, each masked anew.")
-  flags.DEFINE_bool("whole_word_masking", False, "Mask whole words (all their pieces).")
+  flags.DEFINE_bool("whole_word_masking", False, "Alias of --masking_strategy=whole_word.")
   flags.DEFINE_float("validation_fraction", 0.05,
-                     "Fraction of documents held out for validation (at least one per shard).")
-  flags.DEFINE_integer("seed", 12345, "Random seed (the reference's default).")
+                     "Fraction of the text held out for validation, in whole documents chosen "
+                     "per shard to come closest to it by size.")
+  flags.DEFINE_integer("seed", 12345, "Random seed (12345, the reference's default value): each "
+                       "shard's random.Random is seeded from sha256(seed/shard/split), so the "
+                       "draws are the reference's algorithm but not its random.Random(seed) "
+                       "stream.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing dataset in --data_dir.")
   flags.DEFINE_string("tfds_source", None, "A TFDS text dataset, e.g. wikipedia/20230601.en.")
   flags.DEFINE_string("tfds_source_split", "train", "Split of --tfds_source to read.")
@@ -51,7 +72,8 @@ def define_flags():
                        "exceed it.")
   flags.DEFINE_bool("lower_case", None, "Lower-case text; default: inferred from the vocab.")
   flags.DEFINE_float("shard_size_mb", pdata.DEFAULT_SHARD_BYTES / 2**20,
-                     "Text per shard, the unit of parallel work and of the random-next pool.")
+                     "Text per shard, the unit of parallel work and the random-next pool; a "
+                     "shard is 32 pieces from across the corpus.")
 
 
 def main(argv):
@@ -63,7 +85,10 @@ def main(argv):
       max_seq_length=FLAGS.max_seq_length, max_predictions_per_seq=FLAGS.max_predictions_per_seq,
       masked_lm_prob=FLAGS.masked_lm_prob, short_seq_prob=FLAGS.short_seq_prob,
       masking=FLAGS.masking, dupe_factor=FLAGS.dupe_factor,
-      whole_word_masking=FLAGS.whole_word_masking,
+      whole_word_masking=FLAGS.whole_word_masking, objective=FLAGS.objective,
+      cross_documents=FLAGS.cross_documents, masking_strategy=FLAGS.masking_strategy,
+      mask_token_prob=FLAGS.mask_token_prob, random_token_prob=FLAGS.random_token_prob,
+      segmenter=FLAGS.segmenter,
       validation_fraction=FLAGS.validation_fraction, seed=FLAGS.seed,
       overwrite=FLAGS.overwrite, tfds_source=FLAGS.tfds_source,
       tfds_source_split=FLAGS.tfds_source_split,

@@ -30,7 +30,12 @@ buffer, batch number) lives in the tf.data iterator, which `save`/`restore` chec
 Dynamic masking is the reference's: num_to_predict = min(P, max(1, round(len * masked_lm_prob)))
 of the non-special tokens, chosen uniformly (whole-word: whole words in a random order, a word
 that does not fit skipped, as create_pretraining_data.py), then per chosen token 80% [MASK],
-10% kept, 10% a uniformly random vocabulary id.
+10% kept, 10% a uniformly random vocabulary id (mask_token_prob / random_token_prob change the
+shares). Span (SpanBERT) and n-gram (ALBERT) masking run data.examples'
+create_masked_lm_predictions, the code of static masking, per row in a tf.numpy_function.
+Words come from the dataset's word_starts feature (a segmenter's words, e.g. Chinese with jieba);
+datasets of version 1.0.0 have none and derive them from the vocabulary's ## pieces. The
+strategy defaults to the dataset's (prepare --masking_strategy).
 """
 
 from __future__ import annotations
@@ -123,30 +128,46 @@ def _file_instructions(path: str, split: str, process_index: int, process_count:
           [i.take for i in instructions])
 
 
+def dataset_masking_strategy(info: dict) -> str:
+  """The strategy a dataset was prepared with (1.0.0 datasets: token or whole_word)."""
+  return info.get("masking_strategy") or ("whole_word" if info["whole_word_masking"] else "token")
+
+
 def _check(info: dict, seq_len: int, max_predictions_per_seq: int,
-           whole_word_masking: bool | None) -> bool:
+           whole_word_masking: bool | None, masking_strategy: str | None) -> str:
+  """The masking strategy to use (masking_strategy, else whole_word_masking, else the
+  dataset's), after checking the arguments against the dataset."""
+  from bert_jax.data.examples import MASKING_STRATEGIES
   if seq_len != info["max_seq_length"]:
     raise ValueError(f"seq_len {seq_len} differs from the dataset's max_seq_length "
                      f"{info['max_seq_length']} ({info['path']}): prepare a dataset with "
                      f"--max_seq_length={seq_len}")
-  if whole_word_masking is None:
-    whole_word_masking = info["whole_word_masking"]
+  if masking_strategy is None and whole_word_masking is not None:
+    masking_strategy = "whole_word" if whole_word_masking else "token"
+  strategy = masking_strategy or dataset_masking_strategy(info)
+  if strategy not in MASKING_STRATEGIES:
+    raise ValueError(f"masking strategy {strategy!r} is not one of {', '.join(MASKING_STRATEGIES)}")
   if info["masking"] == "static":
     if max_predictions_per_seq < info["max_predictions_per_seq"]:
       raise ValueError(f"max_predictions_per_seq {max_predictions_per_seq} is below the static "
                        f"dataset's {info['max_predictions_per_seq']}")
-    if whole_word_masking != info["whole_word_masking"]:
-      raise ValueError("whole_word_masking cannot change for a statically masked dataset")
-  return whole_word_masking
+    if strategy != dataset_masking_strategy(info):
+      raise ValueError(f"the masking strategy cannot change for a statically masked dataset "
+                       f"(it is {dataset_masking_strategy(info)}, asked for {strategy})")
+  return strategy
 
 
 def _parse_and_mask(tf, info: dict, *, seq_len: int, max_predictions_per_seq: int,
-                    masked_lm_prob: float, whole_word_masking: bool, is_word_start):
+                    masked_lm_prob: float, strategy: str, mask_token_prob: float = 0.8,
+                    random_token_prob: float = 0.1):
   """Returns fn(serialized [B], seed [2] int64) -> batch dict of tensors."""
   special = info["special_ids"]
   pad_id = special["[PAD]"]
   spec = {k: tf.io.RaggedFeature(tf.int64) for k in
-          ("input_ids", "token_type_ids", "masked_positions", "masked_ids")}
+          ("input_ids", "token_type_ids", "masked_positions", "masked_ids", "word_starts")}
+  # Word starts: stored per token since 1.1.0 (segmenter words too); before, from the vocab.
+  stored_starts = "masking_strategy" in info
+  vocab_starts = None if stored_starts or strategy == "token" else _word_starts(tf, info)
   spec["next_sentence_label"] = tf.io.FixedLenFeature([], tf.int64, default_value=0)
   static = info["masking"] == "static"
 
@@ -165,10 +186,21 @@ def _parse_and_mask(tf, info: dict, *, seq_len: int, max_predictions_per_seq: in
       weights = tf.cast(tf.sequence_mask(ex["masked_positions"].row_lengths(),
                                          max_predictions_per_seq), tf.float32)
     else:
-      ids, pos, mids, weights = mask_tokens(
-          tf, ids, valid, lengths, seed, special=special, vocab_size=info["vocab_size"],
-          max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob,
-          is_word_start=is_word_start if whole_word_masking else None)
+      if stored_starts:
+        starts = ex["word_starts"].to_tensor(1, shape=[batch, seq_len]) > 0
+      else:
+        starts = tf.gather(vocab_starts, ids) if vocab_starts is not None else None
+      if strategy in ("span", "ngram"):
+        ids, pos, mids, weights = _mask_in_python(
+            tf, info, ids, lengths, starts, seed, strategy=strategy,
+            max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob,
+            mask_token_prob=mask_token_prob, random_token_prob=random_token_prob)
+      else:
+        ids, pos, mids, weights = mask_tokens(
+            tf, ids, valid, lengths, seed, special=special, vocab_size=info["vocab_size"],
+            max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob,
+            word_starts=starts if strategy == "whole_word" else None,
+            mask_token_prob=mask_token_prob, random_token_prob=random_token_prob)
     return {"input_ids": ids, "token_type_ids": types,
             "attention_mask": tf.cast(valid, tf.int32), "masked_positions": pos,
             "masked_ids": mids, "masked_weights": weights,
@@ -179,11 +211,12 @@ def _parse_and_mask(tf, info: dict, *, seq_len: int, max_predictions_per_seq: in
 
 def mask_tokens(tf, ids, valid, lengths, seed, *, special: dict, vocab_size: int,
                 max_predictions_per_seq: int, masked_lm_prob: float = 0.15,
-                is_word_start=None):
+                word_starts=None, mask_token_prob: float = 0.8, random_token_prob: float = 0.1):
   """BERT's masked-LM masking of a batch, vectorised, from a stateless seed.
 
   ids: int32 [B, L]; valid: bool [B, L] (inside the sequence); lengths: int32 [B];
-  seed: int64 [2]; is_word_start: None (per-token) or a bool tensor [V] (whole words).
+  seed: int64 [2]; word_starts: None (per-token) or bool [B, L], the tokens that begin a word
+  (whole words); mask_token_prob / random_token_prob: [MASK] and random shares (80/10/10).
   Returns (masked ids [B, L], positions int32 [B, P], original ids int32 [B, P],
   weights float32 [B, P]).
   """
@@ -194,7 +227,7 @@ def mask_tokens(tf, ids, valid, lengths, seed, *, special: dict, vocab_size: int
   # Python's round() and tf.round both round half to even; float64 like Python.
   num_to_predict = tf.cast(tf.round(tf.cast(lengths, tf.float64) * masked_lm_prob), tf.int32)
   num_to_predict = tf.minimum(P, tf.maximum(1, num_to_predict))  # [B]
-  if is_word_start is None:
+  if word_starts is None:
     scores = tf.random.stateless_uniform([B, L], seeds[0])
     scores = tf.where(candidate, scores, 2.0)
     _, first = tf.math.top_k(-scores, k=tf.minimum(P, L))  # P lowest scores, [B, P]
@@ -204,7 +237,7 @@ def mask_tokens(tf, ids, valid, lengths, seed, *, special: dict, vocab_size: int
         tf.one_hot(tf.where(take, first, L), L, on_value=True, off_value=False,
                    dtype=tf.bool), axis=1)  # [B, L]
   else:
-    selected = _select_whole_words(tf, ids, candidate, num_to_predict, seeds[0], is_word_start)
+    selected = _select_whole_words(tf, ids, candidate, num_to_predict, seeds[0], word_starts)
   # Selected positions, ascending, padded: sort keys L + i for unselected i.
   positions = tf.range(L)[None, :]
   keys = tf.where(selected, positions, L + positions)
@@ -217,7 +250,8 @@ def mask_tokens(tf, ids, valid, lengths, seed, *, special: dict, vocab_size: int
   original = tf.where(in_use, tf.gather(ids, pos, batch_dims=1), 0)
   u = tf.random.stateless_uniform([B, P], seeds[1])
   random_ids = tf.random.stateless_uniform([B, P], seeds[2], 0, vocab_size, dtype=tf.int32)
-  new = tf.where(u < 0.8, special["[MASK]"], tf.where(u < 0.9, original, random_ids))
+  new = tf.where(u < mask_token_prob, special["[MASK]"],
+                 tf.where(u < 1.0 - random_token_prob, original, random_ids))
   # Unused slots point at position 0 ([CLS]) and write back its own id: no change.
   new = tf.where(in_use, new, ids[:, :1])
   index = tf.stack([tf.broadcast_to(tf.range(B)[:, None], [B, P]), pos], axis=-1)
@@ -225,13 +259,13 @@ def mask_tokens(tf, ids, valid, lengths, seed, *, special: dict, vocab_size: int
   return masked, pos, original, tf.cast(in_use, tf.float32)
 
 
-def _select_whole_words(tf, ids, candidate, num_to_predict, seed, is_word_start):
+def _select_whole_words(tf, ids, candidate, num_to_predict, seed, word_starts):
   """bool [B, L]: whole words in random order, a word skipped if it does not fit (reference)."""
   B, L = tf.shape(ids)[0], tf.shape(ids)[1]
   cand = tf.cast(candidate, tf.int32)
   # A candidate starts a word if its piece does, or if it is the first candidate (continuation
   # pieces join the previous candidate's word, across [SEP] too, as the reference does).
-  starts = candidate & (tf.gather(is_word_start, ids) | (tf.cumsum(cand, axis=1) == 1))
+  starts = candidate & (word_starts | (tf.cumsum(cand, axis=1) == 1))
   word = tf.cumsum(tf.cast(starts, tf.int32), axis=1) - 1  # [B, L] word index of candidates
   num_words = tf.reduce_sum(tf.cast(starts, tf.int32), axis=1)  # [B]
   segment = tf.where(candidate, word + tf.range(B)[:, None] * L, B * L)
@@ -257,6 +291,47 @@ def _select_whole_words(tf, ids, candidate, num_to_predict, seed, is_word_start)
       cond, body, (tf.constant(0), tf.zeros([B], tf.int32), tf.zeros([B, L], tf.bool)))
   chosen_word = tf.gather(chosen_sorted, tf.argsort(order, axis=1), batch_dims=1)
   return candidate & tf.gather(chosen_word, tf.maximum(word, 0), batch_dims=1)
+
+
+def _mask_in_python(tf, info, ids, lengths, starts, seed, *, strategy, max_predictions_per_seq,
+                    masked_lm_prob, mask_token_prob, random_token_prob):
+  """Span / n-gram masking of a batch with data.examples.create_masked_lm_predictions, the code
+  static masking runs (in tf.numpy_function): row b draws from random.Random seeded by
+  (seed, b), so a batch's masks are a function of its stateless seed, as mask_tokens' are."""
+  import random
+  from bert_jax.data import examples as pdata
+  special_ids = info["special_ids"]
+  special = pdata.SpecialIds(special_ids["[CLS]"], special_ids["[SEP]"], special_ids["[MASK]"],
+                             info["vocab_size"], np.ones(0, bool))
+  options = pdata.InstanceOptions(
+      masking_strategy=strategy, masked_lm_prob=masked_lm_prob,
+      max_predictions_per_seq=max_predictions_per_seq, mask_token_prob=mask_token_prob,
+      random_token_prob=random_token_prob)
+  P = max_predictions_per_seq
+
+  def np_mask(ids, lengths, starts, seed):
+    ids = ids.copy()
+    B = ids.shape[0]
+    pos, orig, weights = (np.zeros((B, P), np.int32), np.zeros((B, P), np.int32),
+                          np.zeros((B, P), np.float32))
+    for b in range(B):
+      n = int(lengths[b])
+      if n == 0:
+        continue
+      row = ids[b, :n]  # a view: masked in place
+      rng = random.Random(int(seed[0]) * 1_000_003 + int(seed[1]) * 65_537 + b)
+      out = pdata.create_masked_lm_predictions(row, starts[b, :n], rng, options, special)
+      k = len(out["masked_positions"])
+      pos[b, :k], orig[b, :k], weights[b, :k] = out["masked_positions"], out["masked_ids"], 1.0
+    return ids, pos, orig, weights
+
+  masked, pos, orig, weights = tf.numpy_function(
+      np_mask, [ids, lengths, starts, seed], [tf.int32, tf.int32, tf.int32, tf.float32],
+      stateful=False)
+  masked.set_shape(ids.shape)
+  for t in (pos, orig, weights):
+    t.set_shape([ids.shape[0], P])
+  return masked, pos, orig, weights
 
 
 def _stream_seed(tf, seed: int, process_index: int, purpose: int):
@@ -427,7 +502,8 @@ def dataset_fingerprint(info: dict) -> str:
 def train_iterator(data_dir: str, dataset: str | None = None, *, batch_size: int, seq_len: int,
                    max_predictions_per_seq: int, seed: int, process_index: int = 0,
                    process_count: int = 1, masked_lm_prob: float = 0.15,
-                   whole_word_masking: bool | None = None,
+                   whole_word_masking: bool | None = None, masking_strategy: str | None = None,
+                   mask_token_prob: float = 0.8, random_token_prob: float = 0.1,
                    shuffle_buffer: int = 10_000, pack: bool = False,
                    max_sequences_per_row: int = 4, pack_group: int = 256) -> TrainIterator:
   """This process's infinite, shuffled, dynamically masked training batches (see module doc);
@@ -435,7 +511,7 @@ def train_iterator(data_dir: str, dataset: str | None = None, *, batch_size: int
   examples."""
   tf = _tf()
   info = dataset_info(data_dir, dataset)
-  wwm = _check(info, seq_len, max_predictions_per_seq, whole_word_masking)
+  strategy = _check(info, seq_len, max_predictions_per_seq, whole_word_masking, masking_strategy)
   files, skips, takes = _file_instructions(info["path"], "train", process_index, process_count)
   if sum(takes) < (pack_group if pack else batch_size):
     raise ValueError(f"process {process_index} has {sum(takes)} training examples, fewer than "
@@ -450,8 +526,8 @@ def train_iterator(data_dir: str, dataset: str | None = None, *, batch_size: int
   ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
   ds = ds.batch(pack_group if pack else batch_size, drop_remainder=True).enumerate()
   fn = _parse_and_mask(tf, info, seq_len=seq_len, max_predictions_per_seq=max_predictions_per_seq,
-                       masked_lm_prob=masked_lm_prob, whole_word_masking=wwm,
-                       is_word_start=_word_starts(tf, info) if wwm else None)
+                       masked_lm_prob=masked_lm_prob, strategy=strategy,
+                       mask_token_prob=mask_token_prob, random_token_prob=random_token_prob)
   base = _stream_seed(tf, seed, process_index, 0)
   fold = tf.random.experimental.stateless_fold_in
   ds = ds.map(lambda step, serialized: fn(serialized, fold(base, step)),
@@ -468,8 +544,13 @@ def train_iterator(data_dir: str, dataset: str | None = None, *, batch_size: int
   params = {"path": info["path"], "batch_size": batch_size, "seq_len": seq_len,
             "max_predictions_per_seq": max_predictions_per_seq, "seed": seed,
             "process_index": process_index, "process_count": process_count,
-            "masked_lm_prob": masked_lm_prob, "whole_word_masking": wwm,
+            "masked_lm_prob": masked_lm_prob, "whole_word_masking": strategy == "whole_word",
             "shuffle_buffer": shuffle_buffer, "dataset_fingerprint": dataset_fingerprint(info)}
+  # (keys absent at their defaults: positions saved before they existed still restore)
+  if strategy not in ("token", "whole_word"):
+    params["masking_strategy"] = strategy
+  if (mask_token_prob, random_token_prob) != (0.8, 0.1):
+    params.update(mask_token_prob=mask_token_prob, random_token_prob=random_token_prob)
   if pack:  # (absent when off: positions saved before packing existed still restore)
     params.update(pack=True, max_sequences_per_row=max_sequences_per_row, pack_group=pack_group)
   return TrainIterator(ds, params, process_index)
@@ -494,13 +575,14 @@ def eval_batches(data_dir: str, dataset: str | None = None, *, batch_size: int, 
                  max_predictions_per_seq: int, seed: int = 0, process_index: int = 0,
                  process_count: int = 1, max_batches: int | None = None,
                  masked_lm_prob: float = 0.15,
-                 whole_word_masking: bool | None = None) -> EvalBatches:
+                 whole_word_masking: bool | None = None, masking_strategy: str | None = None,
+                 mask_token_prob: float = 0.8, random_token_prob: float = 0.1) -> EvalBatches:
   """Validation batches with fixed masks (the same on every call), the same number on every
   process: ceil(largest process share / batch_size), at most max_batches; padding rows have
   example_weight 0 (and no masked tokens)."""
   tf = _tf()
   info = dataset_info(data_dir, dataset)
-  wwm = _check(info, seq_len, max_predictions_per_seq, whole_word_masking)
+  strategy = _check(info, seq_len, max_predictions_per_seq, whole_word_masking, masking_strategy)
   total = info["num_validation_examples"]
   if total == 0:
     raise ValueError(f"dataset {info['path']} has no validation examples")
@@ -518,8 +600,8 @@ def eval_batches(data_dir: str, dataset: str | None = None, *, batch_size: int, 
   ds = real.concatenate(padding).take(num_batches * batch_size)
   ds = ds.batch(batch_size, drop_remainder=True).enumerate()
   fn = _parse_and_mask(tf, info, seq_len=seq_len, max_predictions_per_seq=max_predictions_per_seq,
-                       masked_lm_prob=masked_lm_prob, whole_word_masking=wwm,
-                       is_word_start=_word_starts(tf, info) if wwm else None)
+                       masked_lm_prob=masked_lm_prob, strategy=strategy,
+                       mask_token_prob=mask_token_prob, random_token_prob=random_token_prob)
   base = _stream_seed(tf, seed, process_index, 1)
 
   def parse(step, batch):

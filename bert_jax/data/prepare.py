@@ -31,7 +31,7 @@ def _sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def _check_text_has_pair(files: list[str]) -> None:
+def _check_text_has_pair(files: list[str], objective: str) -> None:
   """DataError unless some document has two consecutive non-empty lines (two sentences)."""
   for path in files:
     with epath.Path(path).open("rb") as f:
@@ -41,8 +41,34 @@ def _check_text_has_pair(files: list[str]) -> None:
         if nonempty and previous:
           return
         previous = nonempty
-  raise DataError(f"--input {', '.join(files[:3])}: no document has two sentences; write one "
-                  f"sentence per line and a blank line between documents")
+  why = {"nsp": "", "sop": "--objective=sop swaps two segments of one document: "}[objective]
+  raise DataError(f"--input {', '.join(files[:3])}: no document has two sentences; {why}write "
+                  f"one sentence per line and a blank line between documents"
+                  + ("" if objective == "sop" else " (or pass --objective=none)"))
+
+
+def check_masking_rates(masked_lm_prob: float, max_predictions_per_seq: int,
+                        max_seq_length: int, mask_token_prob: float = 0.8,
+                        random_token_prob: float = 0.1, flag: str = "--") -> None:
+  """DataError unless the masking rate is in (0, 1), fits max_predictions_per_seq at
+  max_seq_length (BERT's own 76 predictions at 512 x 0.15 = 76.8 fit: the count is capped), and
+  the [MASK]/random shares are probabilities that sum to at most 1. `flag`: how the caller's
+  flags are spelled ("--" for prepare, "--config.data." for training)."""
+  if not 0 < masked_lm_prob < 1:
+    raise DataError(f"{flag}masked_lm_prob={masked_lm_prob}: must be in (0, 1) (0.15 as BERT, "
+                    f"0.3 as MosaicBERT/ModernBERT)")
+  if max_predictions_per_seq < 1:
+    raise DataError(f"{flag}max_predictions_per_seq={max_predictions_per_seq}: must be >= 1")
+  needed = int(max_seq_length * masked_lm_prob)
+  if needed > max_predictions_per_seq:
+    raise DataError(f"{flag}max_predictions_per_seq={max_predictions_per_seq} cannot hold "
+                    f"{flag}masked_lm_prob={masked_lm_prob} of {max_seq_length} tokens ({needed}"
+                    f" predictions); raise it to {needed} or lower the rate")
+  if not (0 <= mask_token_prob <= 1 and 0 <= random_token_prob <= 1
+          and mask_token_prob + random_token_prob <= 1 + 1e-9):
+    raise DataError(f"{flag}mask_token_prob={mask_token_prob} and {flag}random_token_prob="
+                    f"{random_token_prob}: must be probabilities summing to at most 1 (the rest "
+                    f"keeps the token; BERT: 0.8 and 0.1)")
 
 
 def version_dir(data_dir: str) -> str:
@@ -54,6 +80,9 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
             max_seq_length: int = 128, max_predictions_per_seq: int = 20,
             masked_lm_prob: float = 0.15, short_seq_prob: float = 0.1,
             masking: str = "dynamic", dupe_factor: int = 5, whole_word_masking: bool = False,
+            objective: str = "nsp", cross_documents: bool = True,
+            masking_strategy: str = "token", mask_token_prob: float = 0.8,
+            random_token_prob: float = 0.1, segmenter: str = "none",
             validation_fraction: float = 0.05, seed: int = 12345, overwrite: bool = False,
             tfds_source: str | None = None, tfds_source_split: str = "train",
             tfds_source_data_dir: str | None = None, text_feature: str = "text",
@@ -75,8 +104,18 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
     raise DataError(f"--short_seq_prob={short_seq_prob}: must be in [0, 1]")
   if not 0 <= validation_fraction < 1:
     raise DataError(f"--validation_fraction={validation_fraction}: must be in [0, 1)")
-  if max_predictions_per_seq < 1 or not 0 < masked_lm_prob < 1:
-    raise DataError("--max_predictions_per_seq must be >= 1 and --masked_lm_prob in (0, 1)")
+  if objective not in pdata.OBJECTIVES:
+    raise DataError(f"--objective={objective}: must be one of {', '.join(pdata.OBJECTIVES)}")
+  if whole_word_masking and masking_strategy not in ("token", "whole_word"):
+    raise DataError(f"--whole_word_masking (an alias of --masking_strategy=whole_word) "
+                    f"contradicts --masking_strategy={masking_strategy}; drop one")
+  if whole_word_masking:
+    masking_strategy = "whole_word"
+  if masking_strategy not in pdata.MASKING_STRATEGIES:
+    raise DataError(f"--masking_strategy={masking_strategy}: must be one of "
+                    f"{', '.join(pdata.MASKING_STRATEGIES)}")
+  check_masking_rates(masked_lm_prob, max_predictions_per_seq, max_seq_length,
+                      mask_token_prob, random_token_prob)
   if dupe_factor < 1:
     raise DataError(f"--dupe_factor={dupe_factor}: must be >= 1")
   if shard_size_mb <= 0:
@@ -89,9 +128,12 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
   except VocabError as e:
     raise DataError(f"--vocab: {e}") from None
   shard_bytes = max(1, int(shard_size_mb * 2**20))
+  from bert_jax.text.segmentation import get_segmenter
+  get_segmenter(segmenter)  # DataError now if it is unknown or not installed
   if input:
     files = paths.expand_inputs(input)
-    _check_text_has_pair(files)
+    if objective != "none":
+      _check_text_has_pair(files, objective)
     shards = pdata.plan_text_shards(files, shard_bytes)
     inputs = [[f if paths.is_url(f) else os.path.abspath(f), paths.file_size(f)] for f in files]
   else:
@@ -104,10 +146,14 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
       vocab_file=os.path.basename(vocab), vocab_sha256=_sha256(tokenizer.path),
       vocab_size=tokenizer.vocab_size, tokenizer_kind=tokenizer.kind,
       lower_case=tokenizer.lower_case, special_ids=tokenizer.special_ids(),
+      objective=objective, cross_documents=cross_documents if objective == "none" else False,
       max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq,
-      masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, masking=masking,
+      masked_lm_prob=masked_lm_prob, masking_strategy=masking_strategy,
+      mask_token_prob=mask_token_prob, random_token_prob=random_token_prob, segmenter=segmenter,
+      short_seq_prob=short_seq_prob, masking=masking,
       dupe_factor=dupe_factor if masking == "static" else 1,
-      whole_word_masking=whole_word_masking, validation_fraction=validation_fraction, seed=seed,
+      whole_word_masking=masking_strategy == "whole_word",
+      validation_fraction=validation_fraction, seed=seed,
       shard_bytes=shard_bytes, inputs=inputs, tfds_source=tfds_source,
       tfds_source_split=tfds_source_split if tfds_source else None,
       text_feature=text_feature if tfds_source else None)
@@ -182,6 +228,8 @@ def _plan_tfds_shards(name, split, data_dir, text_feature, shard_bytes):
     raise DataError(f"--tfds_source={name}: no document among the first 1000 has two sentences;"
                     f" pass the --text_feature that holds whole documents")
   average = max(1, builder.info.dataset_size / num_examples)
-  per_shard = max(1, int(shard_bytes / average))
-  return [TfdsShard(i, start, min(num_examples, start + per_shard))
-          for i, start in enumerate(range(0, num_examples, per_shard))]
+  per_piece = max(1, int(shard_bytes / average / pdata.PIECES_PER_SHARD))
+  pieces = [(start, min(num_examples, start + per_piece))
+            for start in range(0, num_examples, per_piece)]
+  return [TfdsShard(k, tuple(pieces[p] for p in members)) for k, members in
+          enumerate(pdata.deal(len(pieces), builder.info.dataset_size / shard_bytes))]

@@ -5,17 +5,22 @@ Written by `python -m bert_jax.prepare` (see docs/data.md); read with
 `tfds.load("bert_pretraining", data_dir=DATA_DIR)`, or `bert_jax.data.input_pipeline`.
 
 Features (every example; variable-length int sequences, padded by the input pipeline):
-  input_ids            int32 [n]   [CLS] A [SEP] B [SEP], n <= max_seq_length (static masking:
-                                   with the [MASK]/random/kept replacements applied)
-  token_type_ids       int32 [n]   0 for [CLS] A [SEP], 1 for B [SEP]
-  next_sentence_label  int64 []    0 = IsNext, 1 = NotNext (ClassLabel is_next / not_next)
+  input_ids            int32 [n]   [CLS] A [SEP] B [SEP] (objective none: [CLS] sentences [SEP]),
+                                   n <= max_seq_length (static masking: with the
+                                   [MASK]/random/kept replacements applied)
+  token_type_ids       int32 [n]   0 for [CLS] A [SEP], 1 for B [SEP] (none: all 0)
+  next_sentence_label  int64 []    nsp: 0 = IsNext, 1 = NotNext; sop: 0 = in order, 1 = swapped;
+                                   none: 0 (ClassLabel is_next / not_next)
+  word_starts          int32 [n]   1 where a token begins a word (whole-word, span and n-gram
+                                   masking; with --segmenter, the segmenter's words)
   masked_positions     int32 [k]   static masking: sorted positions; dynamic: empty
   masked_ids           int32 [k]   static masking: original ids there; dynamic: empty
 
 Metadata (`builder.info.metadata`, metadata.json in the version directory): the settings
-(vocab file name, sha256, vocab_size, lower_case, special ids, max_seq_length,
-max_predictions_per_seq, masked_lm_prob, short_seq_prob, masking, dupe_factor, whole_word_masking,
-validation_fraction, seed, inputs) and per-split counts (documents, sentences, examples, bytes,
+(vocab file name, sha256, vocab_size, lower_case, special ids, objective, cross_documents,
+max_seq_length, max_predictions_per_seq, masked_lm_prob, masking_strategy, mask_token_prob,
+random_token_prob, segmenter, short_seq_prob, masking, dupe_factor, whole_word_masking (the
+strategy is whole_word), validation_fraction, seed, inputs) and per-split counts (documents, sentences, examples, bytes,
 invalid UTF-8 bytes replaced). The vocab file is copied next to the data (`vocab_file`).
 
 Generation runs in `_split_generators` / `_generate_examples` inside TFDS's temporary directory
@@ -43,7 +48,7 @@ from etils import epath
 from bert_jax.data import examples as pdata
 
 NAME = "bert_pretraining"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +60,19 @@ class Settings:
   tokenizer_kind: str
   lower_case: bool
   special_ids: dict
+  objective: str  # nsp | sop | none
+  cross_documents: bool  # objective none: FULL-SENTENCES (True) or DOC-SENTENCES
   max_seq_length: int
   max_predictions_per_seq: int
   masked_lm_prob: float
+  masking_strategy: str  # token | whole_word | span | ngram
+  mask_token_prob: float
+  random_token_prob: float
+  segmenter: str  # none | jieba
   short_seq_prob: float
   masking: str
   dupe_factor: int
-  whole_word_masking: bool
+  whole_word_masking: bool  # masking_strategy == "whole_word" (for readers of 1.0.0's key)
   validation_fraction: float
   seed: int
   shard_bytes: int
@@ -78,7 +89,9 @@ class Settings:
         max_seq_length=self.max_seq_length, short_seq_prob=self.short_seq_prob,
         masking=self.masking, dupe_factor=self.dupe_factor if split == "train" else 1,
         masked_lm_prob=self.masked_lm_prob, max_predictions_per_seq=self.max_predictions_per_seq,
-        whole_word_masking=self.whole_word_masking)
+        masking_strategy=self.masking_strategy, mask_token_prob=self.mask_token_prob,
+        random_token_prob=self.random_token_prob, objective=self.objective,
+        cross_documents=self.cross_documents)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +107,14 @@ class Job:
 
 @dataclasses.dataclass(frozen=True)
 class TfdsShard:
-  """Examples [start, end) of a TFDS text dataset's split: one document each."""
+  """Examples of a TFDS text dataset's split (one document each): ranges [start, end) dealt
+  from across the split, as text shards' pieces are (examples.DEFAULT_SHARD_BYTES)."""
   index: int
-  start: int
-  end: int
+  ranges: tuple  # ((start, end), ...)
+
+  @property
+  def num_examples(self) -> int:
+    return sum(end - start for start, end in self.ranges)
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -108,6 +125,7 @@ def features() -> tfds.features.FeaturesDict:
       "next_sentence_label": tfds.features.ClassLabel(names=["is_next", "not_next"]),
       "masked_positions": seq(),
       "masked_ids": seq(),
+      "word_starts": seq(),
   })
 
 
@@ -115,7 +133,8 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
   """BERT pretraining sentence pairs (google-research/bert's create_pretraining_data.py)."""
 
   VERSION = tfds.core.Version(VERSION)
-  RELEASE_NOTES = {"1.0.0": "First release: dynamic or static masking, train/validation."}
+  RELEASE_NOTES = {"1.0.0": "First release: dynamic or static masking, train/validation.",
+                   "1.1.0": "Objectives nsp/sop/none, masking strategies, word_starts."}
   # TFDS derives this from the package with `importlib_resources`, which is not installed here;
   # the file itself is the same answer (used only to look for a checksums file).
   code_path = epath.Path(__file__)
@@ -185,13 +204,14 @@ def _to_example(instance: dict) -> dict:
   return {"input_ids": instance["input_ids"], "token_type_ids": instance["token_type_ids"],
           "next_sentence_label": instance["next_sentence_label"],
           "masked_positions": instance.get("masked_positions", empty),
-          "masked_ids": instance.get("masked_ids", empty)}
+          "masked_ids": instance.get("masked_ids", empty),
+          "word_starts": instance["word_starts"]}
 
 
 def _total_work(job: Job) -> int:
   if job.settings.inputs:
     return sum(size for _, size in job.settings.inputs)
-  return sum(s.end - s.start for s in job.shards)
+  return sum(s.num_examples for s in job.shards)
 
 
 # --------------------------------------------------------------------------- shard processing
@@ -207,6 +227,11 @@ def _tokenizer(job: Job):
   return _TOKENIZERS[key]
 
 
+def _segmenter(name: str):
+  from bert_jax.text.segmentation import get_segmenter
+  return get_segmenter(name)
+
+
 def _read_raw_documents(job: Job, shard) -> tuple[list[list[str]], int, int]:
   """(documents as lists of sentences, invalid UTF-8 bytes, work units) of one shard."""
   if isinstance(shard, pdata.TextShard):
@@ -216,15 +241,15 @@ def _read_raw_documents(job: Job, shard) -> tuple[list[list[str]], int, int]:
   tf.config.set_visible_devices([], "GPU")
   s = job.settings
   builder = tfds.builder(s.tfds_source, data_dir=job.tfds_source_data_dir)
-  ds = builder.as_dataset(split=f"{s.tfds_source_split}[{shard.start}:{shard.end}]",
-                          shuffle_files=False)
+  split = "+".join(f"{s.tfds_source_split}[{a}:{b}]" for a, b in shard.ranges)
+  ds = builder.as_dataset(split=split, shuffle_files=False)
   documents = []
   for example in ds.as_numpy_iterator():
     text = example[s.text_feature]
     if isinstance(text, bytes):
       text = text.decode("utf-8", errors="replace")
     documents.append(pdata.split_sentences(text))
-  return documents, 0, shard.end - shard.start
+  return documents, 0, shard.num_examples
 
 
 def process_shard(job: Job, shard, split: str):
@@ -235,9 +260,10 @@ def process_shard(job: Job, shard, split: str):
                                                       shard.index)
   raw = train_docs if split == "train" else validation_docs
   tokenizer = _tokenizer(job)
-  documents = pdata.tokenize_documents(tokenizer, raw)
+  documents = pdata.tokenize_documents(tokenizer, raw, _segmenter(s.segmenter))
   stats = {"shards": 1, "bytes": work if s.inputs else 0, "source_documents": work,
            "documents": len(documents), "sentences": sum(len(d) for d in documents),
+           "tokens": sum(len(sentence) for d in documents for sentence in d),
            "invalid_utf8_bytes": invalid if split == "train" else 0}
   rng = random.Random(pdata.shard_seed(s.seed, shard.index, split))
   instances = pdata.create_instances(documents, rng, s.instance_options(split),

@@ -35,7 +35,7 @@ KINDS = ("wordpiece", "sentencepiece")
 
 def train_vocab(input_pattern: str, output_dir: str, vocab_size: int, kind: str = "wordpiece",
                 lower_case: bool = False, overwrite: bool = False,
-                limit_alphabet: int = 1000, min_frequency: int = 2) -> str:
+                limit_alphabet: int | None = None, min_frequency: int = 2) -> str:
   """Trains a vocabulary from the files matching `input_pattern`; returns the path to pass as
   prepare's --vocab (vocab.txt or spm.model). Raises DataError for bad input."""
   if kind not in KINDS:
@@ -63,9 +63,12 @@ def _train_wordpiece(files, target, vocab_size, lower_case, limit_alphabet, min_
   tokenizer.normalizer = normalizers.BertNormalizer(
       clean_text=True, handle_chinese_chars=True, strip_accents=lower_case, lowercase=lower_case)
   tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  # No alphabet limit by default: a Chinese corpus has thousands of characters, each a token
+  # (BERT splits CJK text into characters); the old 1000 made a third of them [UNK].
+  limit = {} if limit_alphabet is None else {"limit_alphabet": limit_alphabet}
   trainer = trainers.WordPieceTrainer(
-      vocab_size=vocab_size, min_frequency=min_frequency, limit_alphabet=limit_alphabet,
-      special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##", show_progress=False)
+      vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
+      continuing_subword_prefix="##", show_progress=False, **limit)
   tokenizer.train(files, trainer)
   vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
   tokens = [t for t, _ in vocab]

@@ -18,21 +18,23 @@ from bert_jax.text.vocab import train_vocab
 
 def ref_create_training_instances(all_documents, vocab_words, rng, max_seq_length, dupe_factor,
                                   short_seq_prob, masked_lm_prob, max_predictions_per_seq,
-                                  do_whole_word_mask, do_mask=True):
+                                  do_whole_word_mask, do_mask=True, random_next_sentence=True):
   rng.shuffle(all_documents)
   instances = []
   for _ in range(dupe_factor):
     for document_index in range(len(all_documents)):
       instances.extend(ref_instances_from_document(
           all_documents, document_index, max_seq_length, short_seq_prob, masked_lm_prob,
-          max_predictions_per_seq, vocab_words, rng, do_whole_word_mask, do_mask))
+          max_predictions_per_seq, vocab_words, rng, do_whole_word_mask, do_mask,
+          random_next_sentence))
   rng.shuffle(instances)
   return instances
 
 
 def ref_instances_from_document(all_documents, document_index, max_seq_length, short_seq_prob,
                                 masked_lm_prob, max_predictions_per_seq, vocab_words, rng,
-                                do_whole_word_mask, do_mask):
+                                do_whole_word_mask, do_mask, random_next_sentence):
+  # random_next_sentence=False: google-research/albert's sentence-order prediction (its flag).
   document = all_documents[document_index]
   max_num_tokens = max_seq_length - 3
   target_seq_length = max_num_tokens
@@ -55,7 +57,7 @@ def ref_instances_from_document(all_documents, document_index, max_seq_length, s
         for j in range(a_end):
           tokens_a.extend(current_chunk[j])
         tokens_b = []
-        if len(current_chunk) == 1 or rng.random() < 0.5:
+        if len(current_chunk) == 1 or (random_next_sentence and rng.random() < 0.5):
           is_random_next = True
           target_b_length = target_seq_length - len(tokens_a)
           for _ in range(10):
@@ -70,6 +72,11 @@ def ref_instances_from_document(all_documents, document_index, max_seq_length, s
               break
           num_unused_segments = len(current_chunk) - a_end
           i -= num_unused_segments
+        elif not random_next_sentence and rng.random() < 0.5:
+          is_random_next = True
+          for j in range(a_end, len(current_chunk)):
+            tokens_b.extend(current_chunk[j])
+          tokens_a, tokens_b = tokens_b, tokens_a
         else:
           is_random_next = False
           for j in range(a_end, len(current_chunk)):
@@ -164,18 +171,21 @@ def _make(documents, tokenizer, seed=7, **kw):
 # ------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("masking,wwm", [("static", False), ("static", True), ("dynamic", False)])
-def test_identical_to_reference(documents, tokenizer, masking, wwm):
+@pytest.mark.parametrize("masking,wwm,objective", [
+    ("static", False, "nsp"), ("static", True, "nsp"), ("dynamic", False, "nsp"),
+    ("static", False, "sop"), ("static", True, "sop")])
+def test_identical_to_reference(documents, tokenizer, masking, wwm, objective):
   vocab = tokenizer.tokens
   kw = dict(max_seq_length=64, short_seq_prob=0.2, masked_lm_prob=0.15,
             max_predictions_per_seq=10)
-  ours = _make(documents, tokenizer, seed=3, masking=masking, whole_word_masking=wwm,
+  ours = _make(documents, tokenizer, seed=3, masking=masking,
+               masking_strategy="whole_word" if wwm else "token", objective=objective,
                dupe_factor=2, **kw)
   str_docs = [[[vocab[t] for t in s] for s in d] for d in documents]
   ref = ref_create_training_instances(
       str_docs, vocab, random.Random(3), kw["max_seq_length"], 2 if masking == "static" else 1,
       kw["short_seq_prob"], kw["masked_lm_prob"], kw["max_predictions_per_seq"], wwm,
-      do_mask=masking == "static")
+      do_mask=masking == "static", random_next_sentence=objective == "nsp")
   assert len(ours) == len(ref) > 500
   for mine, (tokens, segment_ids, is_random_next, positions, labels) in zip(ours, ref):
     assert [vocab[t] for t in mine["input_ids"]] == tokens
@@ -241,7 +251,7 @@ def test_static_masking_statistics(documents, tokenizer):
 
 
 def test_whole_word_grouping(documents, tokenizer):
-  instances = _make(documents, tokenizer, seed=9, masking="static", whole_word_masking=True)
+  instances = _make(documents, tokenizer, seed=9, masking="static", masking_strategy="whole_word")
   starts = tokenizer.is_word_start
   checked = 0
   for inst in instances:
@@ -275,7 +285,7 @@ def test_shards_and_invalid_utf8(tmp_path):
       docs += d
       invalid += n
     assert len(docs) == 150 and invalid == 100
-    assert docs[1] == ["Second \ufffd\ufffd doc.", "More."]
+    assert docs.count(["Second \ufffd\ufffd doc.", "More."]) == 50
 
 
 def test_split_sentences():

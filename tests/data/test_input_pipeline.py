@@ -52,10 +52,10 @@ def test_dataset_info(data_dir):
   info = ip.dataset_info(data_dir)
   assert info["max_seq_length"] == L and info["max_predictions_per_seq"] == P
   assert info["masking"] == "dynamic" and info["whole_word_masking"] is False
-  assert info["vocab_size"] == 2000 and info["vocab_path"].endswith("1.0.0/vocab.txt")
+  assert info["vocab_size"] == 2000 and info["vocab_path"].endswith("1.1.0/vocab.txt")
   assert info["num_train_examples"] > 1000 and info["num_validation_examples"] > 20
-  assert info["name"] == "bert_pretraining" and info["version"] == "1.0.0"
-  assert ip.dataset_info(data_dir, "bert_pretraining:1.0.0") == info
+  assert info["name"] == "bert_pretraining" and info["version"] == "1.1.0"
+  assert ip.dataset_info(data_dir, "bert_pretraining:1.1.0") == info
   with pytest.raises(FileNotFoundError):
     ip.dataset_info(data_dir, "bert_pretraining/other")
 

@@ -48,13 +48,13 @@ def _files_written(data_dir):
 def test_dataset_loads_with_tfds(built, vocab):
   import tensorflow_datasets as tfds
   data_dir, out = built
-  assert out == os.path.join(data_dir, "bert_pretraining", "1.0.0")
+  assert out == os.path.join(data_dir, "bert_pretraining", "1.1.0")
   assert find_dataset(data_dir) == out
   assert not glob.glob(os.path.join(data_dir, "bert_pretraining", "incomplete*"))
   # Without our code: the directory alone.
   builder = tfds.builder_from_directory(out)
   info = builder.info
-  assert info.name == "bert_pretraining" and str(info.version) == "1.0.0"
+  assert info.name == "bert_pretraining" and str(info.version) == "1.1.0"
   train, validation = info.splits["train"].num_examples, info.splits["validation"].num_examples
   assert train > 500 and 10 < validation < 0.15 * train
   meta = info.metadata
@@ -157,7 +157,10 @@ def test_bad_inputs(vocab, tmp_path):
   singles.write_text("One sentence.\n\nAnother document.\n\n\nA third.\n")
   assert _error(tmp_path, input=str(singles), vocab=vocab) == (
       f"--input {singles}: no document has two sentences; write one sentence per line and a "
-      f"blank line between documents")
+      f"blank line between documents (or pass --objective=none)")
+  assert _error(tmp_path, input=str(singles), vocab=vocab, objective="sop") == (
+      f"--input {singles}: no document has two sentences; --objective=sop swaps two segments of "
+      f"one document: write one sentence per line and a blank line between documents")
   bad_vocab = tmp_path / "vocab.txt"
   bad_vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n")
   assert _error(tmp_path, input=SAMPLE_CORPUS, vocab=str(bad_vocab)) == (
@@ -166,6 +169,35 @@ def test_bad_inputs(vocab, tmp_path):
   assert _error(tmp_path, input=SAMPLE_CORPUS, vocab=vocab, max_seq_length=1024) == (
       "--max_seq_length=1024 is above --max_position_embeddings=512; lower it or raise "
       "max_position_embeddings")
+
+
+def test_bad_objective_and_masking_flags(vocab, tmp_path, monkeypatch):
+  kw = dict(input=SAMPLE_CORPUS, vocab=vocab)
+  assert _error(tmp_path, objective="nsp2", **kw) == (
+      "--objective=nsp2: must be one of nsp, sop, none")
+  assert _error(tmp_path, masking_strategy="spans", **kw) == (
+      "--masking_strategy=spans: must be one of token, whole_word, span, ngram")
+  assert _error(tmp_path, masking_strategy="span", whole_word_masking=True, **kw) == (
+      "--whole_word_masking (an alias of --masking_strategy=whole_word) contradicts "
+      "--masking_strategy=span; drop one")
+  for rate in (0.0, 1.0, 1.5):
+    assert _error(tmp_path, masked_lm_prob=rate, **kw) == (
+        f"--masked_lm_prob={rate}: must be in (0, 1) (0.15 as BERT, 0.3 as MosaicBERT/ModernBERT)")
+  assert _error(tmp_path, masked_lm_prob=0.3, **kw) == (
+      "--max_predictions_per_seq=20 cannot hold --masked_lm_prob=0.3 of 128 tokens (38 "
+      "predictions); raise it to 38 or lower the rate")
+  assert _error(tmp_path, mask_token_prob=0.8, random_token_prob=0.3, **kw) == (
+      "--mask_token_prob=0.8 and --random_token_prob=0.3: must be probabilities summing to at "
+      "most 1 (the rest keeps the token; BERT: 0.8 and 0.1)")
+  monkeypatch.setitem(sys.modules, "jieba", None)  # not installed
+  from bert_jax.text import segmentation
+  monkeypatch.setattr(segmentation, "_jieba_tokenizer", None)
+  assert _error(tmp_path, segmenter="jieba", **kw) == (
+      "--segmenter=jieba: the jieba package is not installed; pip install jieba (or pip install "
+      "'bert_jax[zh]')")
+  # BERT's own phase-2 setting fits: 76 predictions at 512 x 0.15 = 76.8 (the count is capped).
+  from bert_jax.data.prepare import check_masking_rates
+  check_masking_rates(0.15, 76, 512)
 
 
 def test_invalid_utf8_is_replaced_and_counted(vocab, tmp_path):
@@ -210,7 +242,7 @@ def test_interrupted_prepare_leaves_nothing_loadable(vocab, tmp_path, monkeypatc
   with pytest.raises(FileNotFoundError):
     find_dataset(str(tmp_path))
   with pytest.raises(Exception):  # noqa: B017 - whatever TFDS raises, it must not load
-    tfds.builder_from_directory(str(tmp_path / "bert_pretraining" / "1.0.0"))
+    tfds.builder_from_directory(str(tmp_path / "bert_pretraining" / "1.1.0"))
 
 
 class TinyDocs(pds.tfds.core.GeneratorBasedBuilder):
