@@ -1,7 +1,9 @@
 """Throughput of `bert_jax.data.input_pipeline.train_iterator` in sequences per second.
 
   .venv/bin/python benchmarks/input_pipeline.py                   # seq 128, dynamic masking
-  .venv/bin/python benchmarks/input_pipeline.py --whole_word_masking --json
+  .venv/bin/python benchmarks/input_pipeline.py --masking_strategy=whole_word --json
+  .venv/bin/python benchmarks/input_pipeline.py --masking_strategy=span --masked_lm_prob=0.3 \
+      --max_predictions_per_seq=40
   .venv/bin/python benchmarks/input_pipeline.py --seq_len=512 --max_predictions_per_seq=76 --pack
 
 Prepares a dataset from --input (default: the bundled sample, `bert_jax.data.SAMPLE_CORPUS`)
@@ -28,13 +30,19 @@ def main():
   p.add_argument("--seq_len", type=int, default=128)
   p.add_argument("--max_predictions_per_seq", type=int, default=20)
   p.add_argument("--batch_size", type=int, default=256, help="per-process batch")
-  p.add_argument("--whole_word_masking", action="store_true")
+  p.add_argument("--masking_strategy", default="token",
+                 choices=("token", "whole_word", "span", "ngram"))
+  p.add_argument("--whole_word_masking", action="store_true",
+                 help="alias of --masking_strategy=whole_word")
+  p.add_argument("--masked_lm_prob", type=float, default=0.15)
   p.add_argument("--seconds", type=float, default=10.0)
   p.add_argument("--warmup", type=int, default=20)
   p.add_argument("--pack", action="store_true", help="pack sequences into rows")
   p.add_argument("--max_sequences_per_row", type=int, default=4)
   p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
   args = p.parse_args()
+  if args.whole_word_masking:
+    args.masking_strategy = "whole_word"
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from absl import logging
   logging.set_verbosity(logging.WARNING)
@@ -53,7 +61,8 @@ def main():
     it = input_pipeline.train_iterator(
         work, batch_size=args.batch_size, seq_len=args.seq_len,
         max_predictions_per_seq=args.max_predictions_per_seq, seed=0,
-        whole_word_masking=args.whole_word_masking, pack=args.pack,
+        masking_strategy=args.masking_strategy, masked_lm_prob=args.masked_lm_prob,
+        pack=args.pack,
         max_sequences_per_row=args.max_sequences_per_row)
     for _ in range(args.warmup):
       next(it)
@@ -69,7 +78,8 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
   result = {"seq_len": args.seq_len, "batch_size": args.batch_size,
             "max_predictions_per_seq": args.max_predictions_per_seq,
-            "whole_word_masking": args.whole_word_masking, "batches": batches,
+            "masking_strategy": args.masking_strategy, "masked_lm_prob": args.masked_lm_prob,
+            "batches": batches,
             "seconds": elapsed, "sequences_per_s": sequences / elapsed,
             "rows_per_s": batches * args.batch_size / elapsed, "pack": args.pack,
             "nonpad_fraction": tokens / (batches * args.batch_size * args.seq_len),
@@ -79,7 +89,7 @@ def main():
   if args.json:
     print(json.dumps(result))
     return
-  masking = "dynamic, whole-word" if args.whole_word_masking else "dynamic"
+  masking = f"dynamic {args.masking_strategy} {args.masked_lm_prob:g}"
   masking += ", packed" if args.pack else ""
   print(f"{'pipeline':48s} {'batches':>8s} {'seq/s':>10s} {'non-pad tokens':>15s}")
   print(f"{f'seq {args.seq_len}, batch {args.batch_size}, {masking}':48s} {batches:8d} "

@@ -4,7 +4,7 @@
   python -m bert_jax.prepare --tfds_source=wikipedia/20230601.en --text_feature=text \
       --tfds_source_data_dir=~/tensorflow_datasets --vocab=vocab.txt --data_dir=data --beam
 
-writes DATA_DIR/bert_pretraining/1.0.0/ (train and validation splits, sharded TFRecords,
+writes DATA_DIR/bert_pretraining/1.1.0/ (train and validation splits, sharded TFRecords,
 dataset_info.json, metadata.json, a copy of the vocab). See docs/data.md and
 `bert_jax.data.tfds_builder` for the format. Any bad input stops with one line
 `error: ...` naming the file or flag and the fix, and exit status 2, before anything is written.

@@ -59,8 +59,8 @@ _NAME = "bert_pretraining"
 def find_dataset(data_dir: str, dataset: str | None = None) -> str:
   """Version directory of a prepared dataset in `data_dir`.
 
-  dataset: None (the only one there), "bert_pretraining", "bert_pretraining:1.0.0",
-    "bert_pretraining/CONFIG" or "bert_pretraining/CONFIG:1.0.0".
+  dataset: None (the only one there), "bert_pretraining", "bert_pretraining:1.1.0",
+    "bert_pretraining/CONFIG" or "bert_pretraining/CONFIG:1.1.0".
   """
   root = epath.Path(os.path.expanduser(data_dir))  # local or gs://
   found = []

@@ -170,7 +170,7 @@ def prepare(*, vocab: str, data_dir: str, input: str | None = None,  # noqa: A00
     logging.info("%s already holds this dataset (same settings): nothing to do", out)
     return out
 
-  # --- build (TFDS writes into incomplete.XXXXXX_1.0.0 and renames it when done)
+  # --- build (TFDS writes into incomplete.XXXXXX_1.1.0 and renames it when done)
   import tensorflow as tf
   import tensorflow_datasets as tfds
   tf.config.set_visible_devices([], "GPU")

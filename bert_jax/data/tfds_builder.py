@@ -1,7 +1,7 @@
 """The `bert_pretraining` TFDS dataset: BERT sentence pairs in sharded TFRecord files.
 
 Written by `python -m bert_jax.prepare` (see docs/data.md); read with
-`tfds.builder_from_directory(DATA_DIR/bert_pretraining/1.0.0)` (no bert_jax code needed),
+`tfds.builder_from_directory(DATA_DIR/bert_pretraining/1.1.0)` (no bert_jax code needed),
 `tfds.load("bert_pretraining", data_dir=DATA_DIR)`, or `bert_jax.data.input_pipeline`.
 
 Features (every example; variable-length int sequences, padded by the input pipeline):
@@ -24,7 +24,7 @@ strategy is whole_word), validation_fraction, seed, inputs) and per-split counts
 invalid UTF-8 bytes replaced). The vocab file is copied next to the data (`vocab_file`).
 
 Generation runs in `_split_generators` / `_generate_examples` inside TFDS's temporary directory
-(`incomplete.XXXXXX_1.0.0`), renamed into place only when everything is written: an interrupted
+(`incomplete.XXXXXX_1.1.0`), renamed into place only when everything is written: an interrupted
 prepare leaves no dataset that loads.
 """
 
