@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from bert_jax.models import (  # noqa: F401
-    BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
-    BertForTokenClassification, BertModel, create_model, get_config)
+    BertConfig, BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
+    BertForSequenceClassification, BertForTokenClassification, BertModel, create_model,
+    get_config)
 from bert_jax.interop import load_pretrained, save_pretrained  # noqa: F401,E402

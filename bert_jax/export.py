@@ -12,7 +12,8 @@ shapes; the vocabulary from the run's dataset (`--vocab` overrides). Writes OUT 
 model card: architecture, data, training recipe, step, and the eval metrics logged at that step.
 
 - hf: config.json + model.safetensors + vocab.txt; loads with
-  `transformers.BertForPreTraining.from_pretrained(OUT)`.
+  `transformers.BertForPreTraining.from_pretrained(OUT)` (a run with objective none, which has no
+  NSP head: `transformers.BertForMaskedLM`).
 - tf1: bert_config.json + bert_model.ckpt.* (google-research/bert names) + vocab.txt.
 - orbax: bert_jax.json + config.json + params/ (bert_jax.load_pretrained, fine-tuning init_from).
 Errors (no checkpoint, unknown step, OUT exists) print one line and exit 2.

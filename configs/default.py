@@ -26,9 +26,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.source = "tfds"  # tfds (a dataset made by bert_jax.prepare) | synthetic (benchmarks).
   c.data.data_dir = ""  # TFDS data dir written by `python -m bert_jax.prepare` (may be gs://).
   c.data.dataset = ""  # TFDS name, e.g. bert_pretraining/<config>; "" = the only one there.
+  c.data.objective = ""  # "" = the dataset's (nsp | sop | none); else must equal it.
   c.data.seq_len = 128  # sequence length; must equal the dataset's max_seq_length.
   c.data.max_predictions_per_seq = 20  # masked positions per sequence (76 at 512).
-  c.data.masked_lm_prob = 0.15  # fraction of tokens masked by dynamic masking.
+  c.data.masked_lm_prob = 0.15  # fraction of tokens masked by dynamic masking (0.3: ModernBERT).
+  c.data.masking_strategy = ""  # "" = the dataset's | token | whole_word | span | ngram.
+  c.data.mask_token_prob = 0.8  # of the masked tokens, the share set to [MASK] (BERT: 0.8).
+  c.data.random_token_prob = 0.1  # ... set to a random token; the rest is kept (BERT: 0.1).
   c.data.shuffle_buffer = 10_000  # examples in the tf.data shuffle buffer (per process).
   c.data.seed = 0  # data order and masking seed.
   c.data.pack = False  # pack several short sequences per row (block-diagonal attention).

@@ -127,7 +127,10 @@ def initial_model(config, model_task: str, head_kwargs: dict, vocab_size: int):
                         model_task, seed, head_kwargs)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     encoder = nnx.to_pure_dict(nnx.state(pretrained, nnx.Param))["bert"]
-    params["bert"] = {k: encoder[k] for k in params["bert"]}  # no pooler for tagging / QA
+    # No pooler for tagging / QA; a fresh one where the run had none (objective none).
+    params["bert"] = {k: encoder.get(k, params["bert"][k]) for k in params["bert"]}
+    if "pooler" in params["bert"] and "pooler" not in encoder:
+      logging.info("%s has no pooler (a masked-LM-only run); initialising it fresh", src)
     with_params(model, params)
   else:
     try:

@@ -108,13 +108,14 @@ def entries(config: BertConfig, task: str, *, with_pooler: bool | None = None) -
   if with_pooler:
     out += _dense(base + ("pooler", "dense"), "bert.pooler.dense", "bert/pooler/dense",
                   "pooler")
-  if task == "pretraining":
+  if task in ("pretraining", "masked_lm"):  # masked_lm: HF's BertForMaskedLM, the same names
     out += _dense(("mlm", "transform"), "cls.predictions.transform.dense",
                   "cls/predictions/transform/dense", "mlm")
     out += _layer_norm(("mlm", "layer_norm"), "cls.predictions.transform.LayerNorm",
                        "cls/predictions/transform/LayerNorm", "mlm")
     out.append(Entry(("mlm", "output_bias"), (), "cls.predictions.bias",
                      "cls/predictions/output_bias", "vector", "mlm"))
+  if task == "pretraining":
     out.append(Entry(("nsp", "kernel"), (), "cls.seq_relationship.weight",
                      "cls/seq_relationship/output_weights", "out_weights", "nsp"))
     out.append(Entry(("nsp", "bias"), (), "cls.seq_relationship.bias",

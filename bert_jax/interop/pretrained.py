@@ -44,7 +44,8 @@ FORMATS = ("hf", "tf1", "orbax")
 VOCAB_FILES = ("vocab.txt", "spm.model")
 EXPORT_MARKER = "bert_jax.json"
 FORMAT_VERSION = 1
-_HF_ARCH = {"pretraining": "BertForPreTraining", "encoder": "BertModel",
+_HF_ARCH = {"pretraining": "BertForPreTraining", "masked_lm": "BertForMaskedLM",
+            "encoder": "BertModel",
             "classification": "BertForSequenceClassification",
             "token_classification": "BertForTokenClassification",
             "question_answering": "BertForQuestionAnswering"}
@@ -295,6 +296,16 @@ def _build(config: BertConfig, task: str, src: _Source, naming: str, seed: int,
   return nnx.merge(graphdef, abs_state)
 
 
+def _hf_task(p: epath.Path) -> str:
+  """The task of an HF directory's first `architectures` entry ("pretraining" if none of ours)."""
+  try:
+    archs = json.loads((p / "config.json").read_text()).get("architectures") or []
+  except (ValueError, AttributeError):
+    archs = []
+  by_arch = {arch: task for task, arch in _HF_ARCH.items()}
+  return by_arch.get(archs[0], "pretraining") if archs else "pretraining"
+
+
 def _task_of(model: nnx.Module) -> str:
   for task, cls in TASKS.items():
     if type(model) is cls:
@@ -344,8 +355,9 @@ def load_pretrained(path, task: str | None = "pretraining", *, config_overrides=
                     seed: int = 0, **head_kwargs) -> nnx.Module:
   """Loads a checkpoint directory (HF, google-research/bert or bert_jax export) as `task`.
 
-  task: one of bert_jax.models.TASKS ("pretraining", "encoder", "classification",
-    "token_classification", "question_answering"); None keeps a bert_jax export's own task.
+  task: one of bert_jax.models.TASKS ("pretraining", "masked_lm", "encoder", "classification",
+    "token_classification", "question_answering"); None keeps a bert_jax export's own task,
+    or an HF directory's (its config.json `architectures`; "pretraining" if not one of ours).
   config_overrides: BertConfig fields to change (e.g. {"dtype": "bfloat16"}).
   head_kwargs: e.g. num_labels=3 (inferred from the checkpoint's classifier when present).
   Heads the checkpoint lacks are initialised fresh (with `seed`) and named in a warning.
@@ -360,7 +372,9 @@ def load_pretrained(path, task: str | None = "pretraining", *, config_overrides=
   else:
     config, src = _read_hf(p) if fmt == "hf" else _read_tf1(p)
     config = config.replace(**overrides) if overrides else config
-    model = _build(config, task or "pretraining", src, fmt, seed, head_kwargs)
+    if task is None:
+      task = _hf_task(p) if fmt == "hf" else "pretraining"
+    model = _build(config, task, src, fmt, seed, head_kwargs)
   folder = p if p.is_dir() else p.parent
   model.vocab_files = tuple(str(folder / f) for f in VOCAB_FILES if (folder / f).exists())
   return model

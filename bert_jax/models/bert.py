@@ -1,4 +1,4 @@
-"""BERT in Flax NNX: encoder, pretraining heads (MLM + NSP) and fine-tuning heads.
+"""BERT in Flax NNX: encoder, pretraining heads (MLM + NSP, or MLM alone) and fine-tuning heads.
 
 Shapes: B batch, L sequence length, H hidden size, N heads, D head size (H/N), I intermediate
 size, V vocab size, P masked positions per sequence, C classes.
@@ -46,6 +46,12 @@ class PreTrainingOutput:
   pooled_output: jax.Array  # [B, H]
   mlm_logits: jax.Array  # [B, P, V] with masked_positions, else [B, L, V]; float32
   nsp_logits: jax.Array  # [B, 2] float32; label 0 = IsNext, 1 = NotNext
+
+
+@flax.struct.dataclass
+class MaskedLMOutput:
+  sequence_output: jax.Array  # [B, L, H]
+  mlm_logits: jax.Array  # [B, P, V] with masked_positions, else [B, L, V]; float32
 
 
 @flax.struct.dataclass
@@ -305,6 +311,34 @@ class BertForPreTraining(nnx.Module):
                              mlm_logits=mlm_logits, nsp_logits=nsp_logits)
 
 
+class BertForMaskedLM(nnx.Module):
+  """BERT with the masked-LM head only (no pooler, no NSP: HF's BertForMaskedLM), for
+  objectives without a sentence task (RoBERTa-style). Its `bert` and `mlm` modules are
+  BertForPreTraining's (same parameter names, the same tied decoder), so parameters move
+  between the two by name."""
+
+  def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.bert = BertModel(config, rngs=rngs, add_pooling_layer=False)
+    self.mlm = BertMLMHead(config, rngs=rngs)
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               masked_positions=None, *, deterministic: bool = True,
+               dropout_rng: jax.Array | None = None, position_ids=None, segment_ids=None,
+               cls_positions=None) -> MaskedLMOutput:
+    """As BertForPreTraining: masked_positions [B, P] gives [B, P, V] logits, None [B, L, V];
+    packed rows take position_ids and segment_ids [B, L]. cls_positions is accepted for the
+    same call signature and unused (there is no pooler)."""
+    del cls_positions
+    out = self.bert(input_ids, token_type_ids, attention_mask, deterministic=deterministic,
+                    dropout_rng=dropout_rng, position_ids=position_ids,
+                    segment_ids=segment_ids)
+    seq = out.sequence_output
+    hidden = seq if masked_positions is None else gather_positions(seq, masked_positions)
+    return MaskedLMOutput(sequence_output=seq,
+                          mlm_logits=self.mlm(hidden, self.bert.embeddings.word_embeddings))
+
+
 def _classifier(config: BertConfig, num_labels: int, rngs: nnx.Rngs) -> tuple[Dense, float]:
   """A classification head's dense [H, C] and its input dropout rate (classifier_dropout, or
   hidden_dropout_prob when unset, as in HF)."""
@@ -375,6 +409,7 @@ class BertForQuestionAnswering(nnx.Module):
 
 TASKS: dict[str, Any] = {
     "pretraining": BertForPreTraining,
+    "masked_lm": BertForMaskedLM,
     "encoder": BertModel,
     "classification": BertForSequenceClassification,
     "token_classification": BertForTokenClassification,

@@ -24,7 +24,8 @@ _CHOICES = {
     "model.remat_policy": ("none", "full", "save_dots"),
     "model.attention_impl": ("auto", "xla", "cudnn", "manual"),
     "model.hidden_act": ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu"),
-    "data.source": ("tfds", "synthetic"),
+    "data.source": ("tfds", "synthetic"), "data.objective": ("", "nsp", "sop", "none"),
+    "data.masking_strategy": ("", "token", "whole_word", "span", "ngram"),
     "optimizer.name": ("bert_adam", "adamw", "lamb"),
     "optimizer.decay": ("linear", "polynomial", "cosine", "constant"),
     "train.on_nonfinite": ("stop", "skip"),
@@ -36,10 +37,20 @@ _POSITIVE = ("train.batch_size", "train.num_steps", "train.grad_accum_steps",
              "data.max_sequences_per_row", "data.pack_group")
 
 
+# Keys a run's config.json from before they existed lacks (resuming one reads it): their default.
+_ADDED_LATER = {"data.objective": "", "data.masking_strategy": "", "data.mask_token_prob": 0.8,
+                "data.random_token_prob": 0.1}
+
+
 def _get(config, dotted: str):
   value = config
-  for k in dotted.split("."):
-    value = value[k]
+  try:
+    for k in dotted.split("."):
+      value = value[k]
+  except KeyError:
+    if dotted in _ADDED_LATER:
+      return _ADDED_LATER[dotted]
+    raise
   return value
 
 

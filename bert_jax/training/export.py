@@ -1,5 +1,9 @@
 """Exporting a pretraining run: its checkpoint's parameters as an HF, TF1 or bert_jax model.
 
+The model is the run's: a BertForPreTraining (objective nsp or sop) or, for a run without a
+sentence task (objective none), a BertForMaskedLM (HF `BertForMaskedLM`: no pooler, no NSP),
+told apart by the checkpoint's parameters.
+
 What `python -m bert_jax.export` does (see that module for the command line): reading a run
 (WORKDIR/config.json, a partial Orbax restore of the parameters onto one CPU device), a model
 card, and `bert_jax.save_pretrained`. Fine-tuning reuses `run_config`, `pretrained_model` and
@@ -17,7 +21,7 @@ from flax import nnx
 
 from bert_jax.errors import UserError
 from bert_jax.text import tokenization
-from bert_jax.models.bert import BertForPreTraining
+from bert_jax.models.bert import TASKS
 from bert_jax.models.config import BertConfig
 from bert_jax.training.checkpointing import DataIteratorHandler, orbax_path
 from bert_jax.training.config import model_config
@@ -70,14 +74,23 @@ def resolve_step(manager, workdir, step: int | None) -> int:
   return step
 
 
-def _vocab_size_of(manager, step: int) -> int:
+def params_task(params) -> str:
+  """The models.TASKS name of a pretraining run's parameter tree: "pretraining" (it has the NSP
+  head: objective nsp or sop) or "masked_lm" (objective none)."""
+  return "pretraining" if "nsp" in params else "masked_lm"
+
+
+def _saved_model(manager, step: int) -> tuple[int, str]:
+  """(vocab_size, model task) of a checkpoint's parameters, from its metadata."""
   tree = manager.item_metadata(step)["state"]
   tree = getattr(tree, "tree", tree)
   try:
-    return int(tree["params"]["bert"]["embeddings"]["word_embeddings"]["embedding"].shape[0])
+    params = tree["params"]
+    vocab_size = int(params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape[0])
   except (KeyError, TypeError):
     raise ExportError(f"checkpoint step {step}: no params/bert/embeddings in its state; not a "
                       "bert_jax.train checkpoint") from None
+  return vocab_size, params_task(params)
 
 
 def run_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
@@ -90,16 +103,18 @@ def run_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Bert
 
 
 def restore_params(workdir, step: int | None = None) -> tuple[dict, int, BertConfig]:
-  """(params of a BertForPreTraining as nested dicts of jax.Arrays on one CPU device, the step,
-  the model config). Reads only the `params` subtree of the checkpoint's train state."""
+  """(params of the run's model, a BertForPreTraining or BertForMaskedLM (`params_task`), as
+  nested dicts of jax.Arrays on one CPU device, the step, the model config). Reads only the
+  `params` subtree of the checkpoint's train state."""
   import orbax.checkpoint as ocp
   manager = _manager(workdir)
   try:
     config = run_config(workdir)
     step = resolve_step(manager, workdir, step)
-    bcfg = run_model_config(config, _vocab_size_of(manager, step))
+    vocab_size, task = _saved_model(manager, step)
+    bcfg = run_model_config(config, vocab_size)
     abstract = nnx.to_pure_dict(nnx.state(
-        nnx.eval_shape(lambda: BertForPreTraining(bcfg, rngs=nnx.Rngs(params=0))), nnx.Param))
+        nnx.eval_shape(lambda: TASKS[task](bcfg, rngs=nnx.Rngs(params=0))), nnx.Param))
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     item = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), abstract)
     restore_args = jax.tree.map(
@@ -116,10 +131,12 @@ def restore_params(workdir, step: int | None = None) -> tuple[dict, int, BertCon
   return restored["state"]["params"], step, bcfg
 
 
-def pretrained_model(workdir, step: int | None = None) -> tuple[BertForPreTraining, int]:
-  """A BertForPreTraining holding the checkpoint's parameters, and the step."""
+def pretrained_model(workdir, step: int | None = None) -> tuple[nnx.Module, int]:
+  """The run's model (BertForPreTraining, or BertForMaskedLM for objective none) holding the
+  checkpoint's parameters, and the step."""
   params, step, bcfg = restore_params(workdir, step)
-  model = nnx.eval_shape(lambda: BertForPreTraining(bcfg, rngs=nnx.Rngs(params=0)))
+  task = params_task(params)
+  model = nnx.eval_shape(lambda: TASKS[task](bcfg, rngs=nnx.Rngs(params=0)))
   state = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)
@@ -162,16 +179,25 @@ def last_eval(workdir, step: int) -> dict:
 
 
 # ---- model card -------------------------------------------------------------------------------
+_OBJECTIVE_TEXT = {"nsp": "Masked-LM + next-sentence-prediction pretraining",
+                   "sop": "Masked-LM + sentence-order-prediction (ALBERT's SOP) pretraining",
+                   "none": "Masked-LM pretraining (no sentence-pair task)"}
+
+
 def model_card(config, bcfg: BertConfig, workdir, step: int, fmt: str, dtype: str | None,
-               metrics: dict) -> str:
+               metrics: dict, task: str = "pretraining") -> str:
+  """task: the exported model's (export's `params_task`); the objective is the run's
+  data.objective (config.json records the dataset's), else what `task` implies."""
   t, o, d = config.train, config.optimizer, config.data
+  objective = d.get("objective", "") or ("none" if task == "masked_lm" else "nsp")
   rows = [
       ("architecture", f"preset `{config.model.preset}`: {bcfg.num_hidden_layers} layers, hidden "
        f"{bcfg.hidden_size}, {bcfg.num_attention_heads} heads, intermediate "
        f"{bcfg.intermediate_size}, vocab {bcfg.vocab_size}, {bcfg.max_position_embeddings} "
        f"positions, `{bcfg.hidden_act}`"),
       ("data", f"`{d.get('data_dir', '')}` ({d.get('source', '')}), sequence length "
-       f"{d.get('seq_len')}, {d.get('max_predictions_per_seq')} masked positions"),
+       f"{d.get('seq_len')}, {d.get('max_predictions_per_seq')} masked positions, objective "
+       f"`{objective}`"),
       ("training", f"step {step} of {t.num_steps}, global batch {t.batch_size}, "
        f"{o.name} lr {o.learning_rate:g} (warmup {o.warmup_steps}, {o.decay} decay), weight "
        f"decay {o.weight_decay:g}, {config.model.dtype} compute"),
@@ -179,7 +205,7 @@ def model_card(config, bcfg: BertConfig, workdir, step: int, fmt: str, dtype: st
       ("weights", f"{fmt}, {dtype or 'float32'}"),
   ]
   lines = ["# BERT pretrained with bert_jax", "",
-           "Masked-LM + next-sentence-prediction pretraining; exported by "
+           f"{_OBJECTIVE_TEXT.get(objective, _OBJECTIVE_TEXT['nsp'])}; exported by "
            "`python -m bert_jax.export`.", "", "| | |", "|---|---|"]
   lines += [f"| {k} | {v} |" for k, v in rows]
   lines += ["", f"## Eval metrics (step {metrics.get('step', '-')})", ""]
@@ -191,7 +217,8 @@ def model_card(config, bcfg: BertConfig, workdir, step: int, fmt: str, dtype: st
               for k, v in scalars.items()]
   else:
     lines.append("none logged at or before this step")
-  load = {"hf": "transformers.BertForPreTraining.from_pretrained(PATH)",
+  hf_class = "BertForMaskedLM" if task == "masked_lm" else "BertForPreTraining"
+  load = {"hf": f"transformers.{hf_class}.from_pretrained(PATH)",
           "tf1": "google-research/bert: --init_checkpoint=PATH/bert_model.ckpt "
                  "--bert_config_file=PATH/bert_config.json --vocab_file=PATH/vocab.txt",
           "orbax": "bert_jax.load_pretrained(PATH, task=...)"}[fmt]
@@ -231,7 +258,8 @@ def export(workdir, output_dir, *, format: str = "hf", step: int | None = None, 
     raise ExportError(f"--vocab={vocab} has {_vocab_lines(vocab)} tokens but the checkpoint's "
                       f"vocab_size is {model.config.vocab_size}; pass the run's own vocabulary")
   card = model_card(config, model.config, workdir, step, format, dtype,
-                    last_eval(workdir, step))
+                    last_eval(workdir, step),
+                    "masked_lm" if type(model) is TASKS["masked_lm"] else "pretraining")
   try:
     path = save_pretrained(model, output_dir, format=format, vocab=vocab, overwrite=overwrite,
                            dtype=dtype, extra_files={"README.md": card})

@@ -9,6 +9,7 @@ eval/), profile/.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -69,14 +70,25 @@ class DataSource:
   vocab_size: int
   make_train_iterator: Callable[[], loop.DataIterator]  # () -> this process's train batches
   eval_batches: Callable[[], list]  # () -> this process's eval batches
+  objective: str = "nsp"  # nsp | sop | none: the data's (pretraining.OBJECTIVES)
+  # () -> eval batches at REFERENCE_MASKING, when the run masks otherwise (else None)
+  reference_eval_batches: Callable[[], list] | None = None
+
+
+def dataset_objective(info: dict) -> str:
+  """The sentence objective a prepared dataset records (datasets from before it did: "nsp")."""
+  return info.get("objective", "nsp")
 
 
 def data_source(config) -> DataSource:
-  """config.data -> the vocabulary size, this process's train iterator and eval batches."""
+  """config.data -> the vocabulary size, this process's train iterator and eval batches, and
+  the objective (the dataset's; data.objective, when set, must equal it)."""
   d = config.data
+  wanted = d.get("objective", "")  # a config.json from before the key: "" (the dataset's)
   if d.source == "synthetic":
     synthetic = SyntheticBatches(config)
-    return DataSource(d.synthetic_vocab_size, lambda: synthetic, synthetic.eval_batches)
+    return DataSource(d.synthetic_vocab_size, lambda: synthetic, synthetic.eval_batches,
+                      wanted or "nsp")
   from bert_jax.data import input_pipeline
   if not d.data_dir:
     raise UserError("--config.data.data_dir is empty: point it at the directory written by "
@@ -92,6 +104,12 @@ def data_source(config) -> DataSource:
   if info["masking"] == "static" and info["max_predictions_per_seq"] != d.max_predictions_per_seq:
     raise UserError(f"--config.data.max_predictions_per_seq={d.max_predictions_per_seq} but the "
                     f"statically masked dataset has {info['max_predictions_per_seq']}")
+  objective = dataset_objective(info)
+  if wanted and wanted != objective:
+    raise UserError(f"--config.data.objective={wanted} but the dataset in {d.data_dir} was "
+                    f"prepared with --objective={objective}; prepare another dataset or drop "
+                    "the override")
+  masking = _masking(config, info)
   common = dict(seq_len=d.seq_len, max_predictions_per_seq=d.max_predictions_per_seq,
                 process_index=jax.process_index(), process_count=jax.process_count(),
                 seed=d.seed)
@@ -99,31 +117,71 @@ def data_source(config) -> DataSource:
   def train_iterator():
     return input_pipeline.train_iterator(
         d.data_dir, d.dataset or None, batch_size=config.train.batch_size // jax.process_count(),
-        masked_lm_prob=d.masked_lm_prob, shuffle_buffer=d.shuffle_buffer, pack=d.pack,
-        max_sequences_per_row=d.max_sequences_per_row, pack_group=d.pack_group, **common)
+        shuffle_buffer=d.shuffle_buffer, pack=d.pack, max_sequences_per_row=d.max_sequences_per_row,
+        pack_group=d.pack_group, **masking, **common)
 
-  def eval_batches():
+  def eval_batches(masking=masking):
     return list(input_pipeline.eval_batches(
         d.data_dir, d.dataset or None, batch_size=config.eval.batch_size // jax.process_count(),
-        max_batches=config.eval.num_batches if config.eval.num_batches > 0 else None, **common))
+        max_batches=config.eval.num_batches if config.eval.num_batches > 0 else None,
+        **masking, **common))
 
-  return DataSource(info["vocab_size"], train_iterator, eval_batches)
+  # Runs with other rates or strategies compare on one more eval at BERT's 15% token masking
+  # (dynamic datasets; a static one's masks are fixed at prepare).
+  reference = None
+  if info["masking"] == "dynamic" and masking != REFERENCE_MASKING:
+    reference = functools.partial(eval_batches, REFERENCE_MASKING)
+  return DataSource(info["vocab_size"], train_iterator, eval_batches, objective, reference)
+
+
+# The masking every pretraining eval also reports (mlm15_loss / mlm15_accuracy): BERT's.
+REFERENCE_MASKING = {"masked_lm_prob": 0.15, "masking_strategy": "token",
+                     "mask_token_prob": 0.8, "random_token_prob": 0.1}
+
+
+def _masking(config, info: dict) -> dict:
+  """config.data's masking (strategy "" = the dataset's), checked against the dataset."""
+  from bert_jax.data import examples, input_pipeline
+  from bert_jax.data.prepare import check_masking_rates
+  d = config.data
+  # (a config.json from before these keys: their defaults, config_lib._ADDED_LATER)
+  mask_token_prob, random_token_prob = d.get("mask_token_prob", 0.8), d.get("random_token_prob", 0.1)
+  strategy = d.get("masking_strategy", "") or input_pipeline.dataset_masking_strategy(info)
+  if strategy not in examples.MASKING_STRATEGIES:
+    raise UserError(f"--config.data.masking_strategy={strategy}: must be one of "
+                    f"{', '.join(examples.MASKING_STRATEGIES)} (or empty: the dataset's)")
+  if info["masking"] == "static":
+    if strategy != input_pipeline.dataset_masking_strategy(info):
+      raise UserError(f"--config.data.masking_strategy={strategy} but the dataset in "
+                      f"{d.data_dir} is statically masked with "
+                      f"{input_pipeline.dataset_masking_strategy(info)}; drop the override or "
+                      "prepare a dynamic dataset")
+    return {"masked_lm_prob": info["masked_lm_prob"], "masking_strategy": strategy,
+            "mask_token_prob": info.get("mask_token_prob", 0.8),
+            "random_token_prob": info.get("random_token_prob", 0.1)}
+  check_masking_rates(d.masked_lm_prob, d.max_predictions_per_seq, d.seq_len,
+                      mask_token_prob, random_token_prob, flag="--config.data.")
+  return {"masked_lm_prob": d.masked_lm_prob, "masking_strategy": strategy,
+          "mask_token_prob": mask_token_prob, "random_token_prob": random_token_prob}
 
 
 def evaluate(setup: pretraining.TrainSetup, params, batches) -> dict:
-  """MLM / NSP loss and accuracy summed over `batches` (this process's rows of each)."""
+  """MLM (and NSP / SOP) loss and accuracy summed over `batches` (this process's rows of
+  each); "none" has no nsp_* keys."""
   totals = None
   for b in batches:
     sums = setup.eval_step(params, global_batch(b, setup.batch_sharding))
     totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
   totals = jax.tree.map(float, jax.device_get(totals))
   out = pretraining.eval_summary(totals)
-  out["examples"] = totals["nsp_count"]
+  out["examples"] = totals["sequences"]
   return out
 
 
 class PretrainingTask:
-  """MLM + NSP as the loop runs it (see `loop.Task`)."""
+  """MLM + NSP / SOP, or MLM alone ("none"), as the loop runs it (see `loop.Task`). The
+  sentence metrics are nsp_loss / nsp_accuracy for both nsp and sop; the log lines name the
+  objective ("| sop 0.6931 acc 0.5100 |") and leave it out for none."""
   nonfinite_hint = "lower optimizer.learning_rate, check the data's vocab_size"
 
   def __init__(self, config, setup: pretraining.TrainSetup, data: DataSource):
@@ -132,22 +190,36 @@ class PretrainingTask:
     self.tokens_per_step = config.train.batch_size * config.data.seq_len
     self.flops_per_token = setup.flops_per_token
     self._setup, self._data, self._eval_batches = setup, data, None
+    self._sentence = (setup.objective if pretraining.has_sentence_task(setup.objective)
+                      else None)  # "nsp" | "sop" | None
 
   def evaluate(self, state: TrainState, step: int) -> dict:
     if self._eval_batches is None:  # read once, on the first eval
       self._eval_batches = self._data.eval_batches()
+      reference = self._data.reference_eval_batches
+      self._reference_batches = reference() if reference is not None else None
     t = time.perf_counter()
     out = evaluate(self._setup, state.params, self._eval_batches)
-    logging.info("eval step %d | mlm loss %.4f acc %.4f | nsp loss %.4f acc %.4f | %d examples "
-                 "in %.1fs", step, out["mlm_loss"], out["mlm_accuracy"], out["nsp_loss"],
-                 out["nsp_accuracy"], out["examples"], time.perf_counter() - t)
+    # mlm15_*: MLM at BERT's 15% token masking, comparable across rates and strategies.
+    if self._reference_batches is None:
+      out["mlm15_loss"], out["mlm15_accuracy"] = out["mlm_loss"], out["mlm_accuracy"]
+    else:
+      ref = evaluate(self._setup, state.params, self._reference_batches)
+      out["mlm15_loss"], out["mlm15_accuracy"] = ref["mlm_loss"], ref["mlm_accuracy"]
+    sentence = (f" | {self._sentence} loss {out['nsp_loss']:.4f} acc {out['nsp_accuracy']:.4f}"
+                if self._sentence else "")
+    logging.info("eval step %d | mlm loss %.4f acc %.4f%s | mlm at 15%% acc %.4f | %d examples "
+                 "in %.1fs", step, out["mlm_loss"], out["mlm_accuracy"], sentence,
+                 out["mlm15_accuracy"], out["examples"], time.perf_counter() - t)
     return out
 
   def log_line(self, step: int, num_steps: int, m: dict) -> str:
+    sentence = (f" | {self._sentence} {m['nsp_loss']:.4f} acc {m['nsp_accuracy']:.4f}"
+                if self._sentence else "")
     return (f"step {step}/{num_steps} | loss {m['loss']:.4f} | mlm {m['mlm_loss']:.4f} acc "
-            f"{m['mlm_accuracy']:.4f} | nsp {m['nsp_loss']:.4f} acc {m['nsp_accuracy']:.4f} | "
-            f"lr {m['learning_rate']:.2e} | gnorm {m['grad_norm']:.3f} | {m['seq_per_s']:.1f} "
-            f"seq/s {m['tokens_per_s']:.0f} tok/s ({100 * m['nonpad_fraction']:.0f}% non-pad)")
+            f"{m['mlm_accuracy']:.4f}{sentence} | lr {m['learning_rate']:.2e} | gnorm "
+            f"{m['grad_norm']:.3f} | {m['seq_per_s']:.1f} seq/s {m['tokens_per_s']:.0f} tok/s "
+            f"({100 * m['nonpad_fraction']:.0f}% non-pad)")
 
   def checkpointed(self, step: int) -> None:
     del step
@@ -155,12 +227,14 @@ class PretrainingTask:
 
 def warm_start(setup: pretraining.TrainSetup, path: str, seed: int) -> TrainState:
   """A fresh train state (new optimizer, step 0) around the parameters of any directory
-  `load_pretrained` reads, checked to have this run's architecture."""
+  `load_pretrained` reads, as this run's model (setup.model_task: a masked_lm run drops a
+  pretraining checkpoint's pooler and NSP head; a pretraining run initialises the ones a
+  masked_lm checkpoint lacks), checked to have this run's architecture."""
   from flax import nnx
 
   from bert_jax.interop import CheckpointError, load_pretrained
   try:
-    model = load_pretrained(path, "pretraining")
+    model = load_pretrained(path, setup.model_task)
   except (CheckpointError, FileNotFoundError) as e:
     raise UserError(f"--config.init_from: {e}") from None
   config_lib.check_architecture(model.config, setup.bert_config, source=path,
@@ -170,9 +244,14 @@ def warm_start(setup: pretraining.TrainSetup, path: str, seed: int) -> TrainStat
   return state_from_params(setup, nnx.to_pure_dict(nnx.state(model, nnx.Param)), seed)
 
 
-def write_config(config, workdir: epath.Path) -> None:
-  """WORKDIR/config.json: the resolved config (process 0, atomically)."""
+def write_config(config, workdir: epath.Path, objective: str | None = None) -> None:
+  """WORKDIR/config.json: the resolved config (process 0, atomically), with data.objective
+  the run's `objective` when given (the dataset's, where the config left it "")."""
   if jax.process_index() == 0:
+    if objective is not None and config.data.get("objective", "") != objective:
+      config = config.copy_and_resolve_references()
+      with config.unlocked():
+        config.data.objective = objective
     paths.atomic_write(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
 
 
@@ -186,11 +265,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                               dcn_data=config.mesh.dcn_data)
   data = data_source(config)
   config_lib.validate_pretraining_batch(config, mesh, jax.process_count())
-  setup = pretraining.build(config, mesh, data.vocab_size)
+  setup = pretraining.build(config, mesh, data.vocab_size, data.objective)
   logging.info("mesh %s over %d devices (%d processes); model %s: %d layers, hidden %d, "
-               "vocab %d, %s compute", dict(mesh.shape), mesh.size, jax.process_count(),
-               config.model.preset, setup.bert_config.num_hidden_layers,
-               setup.bert_config.hidden_size, data.vocab_size, setup.bert_config.dtype)
+               "vocab %d, %s compute; objective %s (%s)", dict(mesh.shape), mesh.size,
+               jax.process_count(), config.model.preset, setup.bert_config.num_hidden_layers,
+               setup.bert_config.hidden_size, data.vocab_size, setup.bert_config.dtype,
+               data.objective, setup.model_task)
 
   # State: resume > warm start > fresh init. Never materialised whole on one device.
   train_iterator = data.make_train_iterator()
@@ -203,7 +283,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       state = warm_start(setup, config.init_from, config.train.seed)
     else:
       state = setup.init_state(jax.random.key(config.train.seed))
-    write_config(config, workdir)  # once it is known to fit the workdir's checkpoints
+    write_config(config, workdir, data.objective)  # once it fits the workdir's checkpoints
     peak, peak_how = flops_lib.peak_flops(mesh.devices.flat, config.train.peak_tflops_per_device)
     logging.info("MFU against %.4g TFLOP/s (%s); %.4g GFLOP per token", peak / 1e12, peak_how,
                  setup.flops_per_token / 1e9)

@@ -175,6 +175,100 @@ def test_orbax_export_keeps_its_task(tmp_path):
   assert type(load_pretrained(d, task=None)).__name__ == "BertForQuestionAnswering"
 
 
+# ---- masked_lm: HF's BertForMaskedLM (no pooler, no NSP) --------------------------------------
+ATOL = 1e-5  # as tests/models/test_hf_parity.py
+
+
+def _no_head(params):
+  params = dict(params, bert=dict(params["bert"]))
+  params.pop("nsp"), params["bert"].pop("pooler")
+  return params
+
+
+@pytest.mark.parametrize("fmt", ["hf", "tf1", "orbax"])
+def test_masked_lm_round_trips_without_pooler_or_nsp(vocab, tmp_path, fmt):
+  mlm = random_model(small_config(), "masked_lm")
+  out = save_pretrained(mlm, tmp_path / fmt, format=fmt, vocab=vocab)
+  if fmt == "hf":
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+    names = set(safetensors_io.lazy_load(str(out / "model.safetensors")))
+  elif fmt == "tf1":
+    tf = pytest.importorskip("tensorflow")
+    names = set(tf.train.load_checkpoint(str(out / "bert_model.ckpt")).get_variable_to_shape_map())
+  else:
+    names = {"/".join(map(str, p)) for p, _ in jax.tree_util.tree_flatten_with_path(
+        params_of(load_pretrained(out, task=None)))[0]}
+  assert names and not [n for n in names if "pooler" in n or "seq_relationship" in n]
+  if fmt != "orbax":
+    assert {n for n in names if n.startswith("cls")} == (
+        {"cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
+         "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias",
+         "cls.predictions.bias"} if fmt == "hf" else
+        {"cls/predictions/transform/dense/kernel", "cls/predictions/transform/dense/bias",
+         "cls/predictions/transform/LayerNorm/gamma", "cls/predictions/transform/LayerNorm/beta",
+         "cls/predictions/output_bias"})
+  back = load_pretrained(out, "masked_lm")
+  assert type(back).__name__ == "BertForMaskedLM"
+  assert_trees_equal(params_of(back), params_of(mlm))
+  if fmt != "tf1":  # an HF directory's architectures, or our export's task
+    assert type(load_pretrained(out, task=None)).__name__ == "BertForMaskedLM"
+
+
+def test_transformers_loads_our_masked_lm_export_to_the_same_logits(tmp_path):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  mlm = random_model(small_config(hidden_act="gelu"), "masked_lm")
+  d = save_pretrained(mlm, tmp_path / "hf", format="hf")
+  hf, info = transformers.BertForMaskedLM.from_pretrained(d, attn_implementation="eager",
+                                                          output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  ids, types, mask = batch(mlm.config)
+  with torch.no_grad():
+    want = hf.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
+                     token_type_ids=torch.tensor(types, dtype=torch.long),
+                     attention_mask=torch.tensor(mask, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(mlm(ids, types, mask).mlm_logits), want, atol=ATOL,
+                             rtol=0)
+
+
+def test_an_hf_pretraining_directory_loads_as_masked_lm_like_transformers(tmp_path, caplog):
+  """transformers' own BertForPreTraining weights -> our masked_lm (pooler, NSP dropped) gives
+  the logits transformers' BertForMaskedLM gives from the same directory."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  cfg = small_config(hidden_act="gelu")
+  torch.manual_seed(0)
+  hf_pre = transformers.BertForPreTraining(transformers.BertConfig(**cfg.to_hf_dict()))
+  with torch.no_grad():  # non-trivial biases and LayerNorms
+    for p in hf_pre.parameters():
+      p.add_(0.05 * torch.randn_like(p))
+  hf_pre.save_pretrained(tmp_path / "hf")
+  with caplog.at_level(logging.WARNING, logger="bert_jax"):
+    ours = load_pretrained(tmp_path / "hf", "masked_lm")
+  assert "not used by task 'masked_lm'" in caplog.text
+  assert "pooler" not in params_of(ours)["bert"] and "nsp" not in params_of(ours)
+  hf = transformers.BertForMaskedLM.from_pretrained(tmp_path / "hf", attn_implementation="eager")
+  ids, types, mask = batch(cfg)
+  with torch.no_grad():
+    want = hf.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
+                     token_type_ids=torch.tensor(types, dtype=torch.long),
+                     attention_mask=torch.tensor(mask, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(ours(ids, types, mask).mlm_logits), want, atol=ATOL,
+                             rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["hf", "tf1", "orbax"])
+def test_pretraining_and_masked_lm_checkpoints_load_as_each_other(model, tmp_path, fmt, caplog):
+  d = save_pretrained(model, tmp_path / fmt, format=fmt)
+  mlm = load_pretrained(d, "masked_lm")
+  assert_trees_equal(params_of(mlm), _no_head(params_of(model)))
+  back = save_pretrained(mlm, tmp_path / f"{fmt}-mlm", format=fmt)
+  with caplog.at_level(logging.WARNING, logger="bert_jax"):
+    pre = load_pretrained(back, "pretraining")
+  assert "no weights for nsp, pooler; initialising them fresh" in caplog.text
+  assert_trees_equal(_no_head(params_of(pre)), _no_head(params_of(model)))
+
+
 # ---- bad input: one line each, naming the file and the fix ----------------------------------
 def _one_line(excinfo):
   msg = str(excinfo.value)

@@ -402,3 +402,48 @@ def test_dropout_hash_is_jax_threefry():
   count = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, 4096, dtype=np.uint32))
   hi, lo = threefry2x32(key[0], key[1], count[:2048], count[2048:])
   np.testing.assert_array_equal(np.concatenate([hi, lo]), np.asarray(threefry_2x32(key, count)))
+
+
+def test_masked_lm_is_pretraining_without_pooler_and_nsp():
+  """BertForMaskedLM: BertForPreTraining's parameters minus pooler and NSP (same names, shapes
+  and axis names), the same MLM logits on them (the tied decoder), gathered / full / packed."""
+  cfg = small_config()
+  pre = random_model(cfg)
+  mlm = create_model(cfg, "masked_lm")
+  assert type(mlm).__name__ == "BertForMaskedLM" and mlm.bert.pooler is None
+  pre_state = dict(nnx.to_flat_state(nnx.state(pre, nnx.Param)))
+  mlm_state = dict(nnx.to_flat_state(nnx.state(mlm, nnx.Param)))
+  assert set(mlm_state) == {p for p in pre_state if p[0] != "nsp" and p[:2] != ("bert", "pooler")}
+  for path, var in mlm_state.items():
+    assert var[...].shape == pre_state[path][...].shape, path
+    assert var.get_metadata()["out_sharding"] == pre_state[path].get_metadata()["out_sharding"]
+  params = params_of(pre)
+  del params["nsp"], params["bert"]["pooler"]
+  state = nnx.state(mlm, nnx.Param)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  nnx.update(mlm, state)
+  ids, types, mask = batch(cfg)
+  positions = np.array([[1, 2, 3, 0], [4, 5, 0, 0], [1, 0, 0, 0]], np.int32)
+  out = mlm(ids, types, mask, positions)
+  assert out.mlm_logits.shape == (3, 4, 120) and out.mlm_logits.dtype == jnp.float32
+  np.testing.assert_allclose(out.mlm_logits, pre(ids, types, mask, positions).mlm_logits,
+                             atol=1e-6)
+  full = mlm(ids, types, mask)
+  assert full.mlm_logits.shape == (3, 16, 120) and full.sequence_output.shape == (3, 16, 64)
+  np.testing.assert_allclose(np.take_along_axis(np.asarray(full.mlm_logits),
+                                                positions[..., None], axis=1),
+                             out.mlm_logits, atol=1e-6)
+  # Packed rows: two sequences of 8 in a row, each computed as if alone (cls_positions unused).
+  seg = np.repeat(np.r_[np.ones(8), 2 * np.ones(8)][None], 3, 0).astype(np.int32)
+  pid = np.repeat(np.r_[np.arange(8), np.arange(8)][None], 3, 0).astype(np.int32)
+  ones = np.ones_like(mask)
+  packed = mlm(ids, types, ones, positions, segment_ids=seg, position_ids=pid,
+               cls_positions=np.array([[0, 8]] * 3, np.int32))
+  alone = mlm(ids[:, :8], types[:, :8], ones[:, :8], np.minimum(positions, 7))
+  assert packed.mlm_logits.shape == (3, 4, 120)
+  np.testing.assert_allclose(packed.mlm_logits[0, :3], alone.mlm_logits[0, :3], atol=1e-5)
+  # The decoder is the word-embedding table (tied): scaling it changes the logits.
+  table = mlm.bert.embeddings.word_embeddings.embedding
+  table[...] = table[...] * 2
+  assert np.abs(np.asarray(mlm(ids, types, mask, positions).mlm_logits
+                           - out.mlm_logits)).max() > 1e-2

@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers", reason="parity tests need the
 ATOL = 1e-5
 HEADS = {
     "pretraining": "BertForPreTraining",
+    "masked_lm": "BertForMaskedLM",
     "classification": "BertForSequenceClassification",
     "token_classification": "BertForTokenClassification",
     "question_answering": "BertForQuestionAnswering",
@@ -41,6 +42,13 @@ def _compare(task, ours, hf_out, ids, types, mask):
              (gathered.mlm_logits,
               np.take_along_axis(hf_out["prediction_logits"], positions[..., None], axis=1)),
              (out.nsp_logits, hf_out["seq_relationship_logits"]),
+             (out.sequence_output, hf_out["sequence_output"])]
+  elif task == "masked_lm":
+    positions = np.array([[0, 3, 7, 15], [1, 2, 9, 0], [4, 4, 1, 2]], np.int32)
+    out = ours(ids, types, mask)
+    pairs = [(out.mlm_logits, hf_out["logits"]),
+             (ours(ids, types, mask, positions).mlm_logits,
+              np.take_along_axis(hf_out["logits"], positions[..., None], axis=1)),
              (out.sequence_output, hf_out["sequence_output"])]
   elif task == "question_answering":
     out = ours(ids, types, mask)

@@ -93,9 +93,47 @@ def test_batch_not_divisible_by_data_parallel_size():
     config_lib.validate_pretraining_batch(tiny_config(**{"train.batch_size": 12}), mesh, 1)
 
 
-def test_packed_batch_trains_like_the_same_sequences_unpacked(sample_data):
+def test_objective_none_trains_the_masked_lm_alone():
+  """objective none: a BertForMaskedLM (no pooler / NSP parameters), the MLM loss only, no nsp
+  metrics, next_sentence_label not read; accumulation and eval work the same way."""
+  no_dropout = {"model.hidden_dropout_prob": 0.0, "model.attention_probs_dropout_prob": 0.0}
+  mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
+  runs = []
+  for accum in (1, 2):
+    setup = pretraining.build(tiny_config(**no_dropout, **{"train.grad_accum_steps": accum}),
+                              mesh, 500, "none")
+    assert setup.objective == "none" and setup.model_task == "masked_lm"
+    state = setup.init_state(jax.random.key(0))
+    assert sorted(state.params) == ["bert", "mlm"] and "pooler" not in state.params["bert"]
+    batch = pretraining.synthetic_batch(8, 64, 10, 500, 0)
+    del batch["next_sentence_label"]  # "none" does not read it
+    state, metrics = setup.train_step(state, train_state.global_batch(batch, setup.batch_sharding))
+    runs.append((jax.device_get(metrics), jax.device_get(state.params)))
+  (m, params), (m2, params2) = runs
+  assert sorted(m) == ["finite", "grad_norm", "learning_rate", "loss", "mlm_accuracy", "mlm_loss",
+                       "sequences", "skipped_steps", "tokens"]
+  assert bool(m["finite"]) and np.isfinite(m["loss"]) and m["loss"] > 0 and m["sequences"] == 8
+  np.testing.assert_allclose(m["loss"], m["mlm_loss"], rtol=1e-6)  # no sentence term
+  np.testing.assert_allclose(m2["loss"], m["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params2), jax.tree.leaves(params)):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+  sums = jax.device_get(setup.eval_step(state.params, train_state.global_batch(
+      dict(batch, example_weight=np.r_[np.ones(6), np.zeros(2)].astype(np.float32)),
+      setup.batch_sharding)))
+  assert sorted(sums) == ["mlm_correct", "mlm_nll", "mlm_weight", "sequences"]
+  summary = pretraining.eval_summary(sums)
+  assert sorted(summary) == ["loss", "mlm_accuracy", "mlm_loss"] and sums["sequences"] == 6
+  # nsp and sop train the pretraining model (the same head, loss and nsp_* metric names).
+  assert pretraining.model_task("nsp") == pretraining.model_task("sop") == "pretraining"
+  with pytest.raises(ValueError, match="objective 'rtd' is not one of nsp, sop, none"):
+    pretraining.build(tiny_config(), mesh, 500, "rtd")
+
+
+@pytest.mark.parametrize("objective", ["nsp", "none"])
+def test_packed_batch_trains_like_the_same_sequences_unpacked(sample_data, objective):
   """One step on packed rows = one step on the same sequences one per row: same losses, same
-  accuracies, same updated parameters (dropout off: it is the same function)."""
+  accuracies, same updated parameters (dropout off: it is the same function). For "none" the
+  packed rows carry no NSP keys (cls_positions, nsp_weights, next_sentence_label)."""
   from bert_jax.data import input_pipeline
   _, data_dir = sample_data
   # 512 sequences: dozens of at most 32 tokens whatever the sample vocabulary, so rows pack.
@@ -104,19 +142,24 @@ def test_packed_batch_trains_like_the_same_sequences_unpacked(sample_data):
   rows = input_pipeline.pack_examples(group, max_sequences_per_row=4, pad_id=0)
   used = rows.pop("row_used")
   rows = {k: v[used] for k, v in rows.items()}
+  if objective == "none":
+    for k in ("cls_positions", "nsp_weights", "next_sentence_label"):
+      del rows[k]
   assert len(rows["input_ids"]) < 512
   config = tiny_config(**{"model.hidden_dropout_prob": 0.0,
                           "model.attention_probs_dropout_prob": 0.0})
   mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
   results = []
   for batch in (group, rows):
-    setup = pretraining.build(config, mesh, 2000)
+    setup = pretraining.build(config, mesh, 2000, objective)
     state = setup.init_state(jax.random.key(0))
     state, metrics = setup.train_step(state, train_state.global_batch(batch, setup.batch_sharding))
     results.append((jax.device_get(metrics), jax.device_get(state.params)))
   (m0, p0), (m1, p1) = results
+  assert ("nsp_loss" in m0) == ("nsp_loss" in m1) == (objective == "nsp")
   for k in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "grad_norm"):
-    np.testing.assert_allclose(m1[k], m0[k], rtol=2e-5, err_msg=k)
+    if k in m0:
+      np.testing.assert_allclose(m1[k], m0[k], rtol=2e-5, err_msg=k)
   assert m0["sequences"] == m1["sequences"] == 512 and m0["tokens"] == m1["tokens"]
   for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p0)):
     np.testing.assert_allclose(a, b, atol=1e-5)

@@ -196,3 +196,140 @@ def test_a_relative_workdir_trains_and_exports(tmp_path, monkeypatch):
   _, step = export.export(os.path.join("out", "run"), os.path.join("out", "export"),
                           format="orbax")
   assert step == 4 and os.listdir(os.path.join("out", "export"))
+
+
+# ---- objectives: the dataset's (nsp | sop | none) -------------------------------------------
+def _fake_dataset(monkeypatch, **info):
+  """data_source over a dataset whose dataset_info is `info` (nothing is read until training)."""
+  from bert_jax.data import input_pipeline
+  info = {"max_seq_length": 64, "masking": "dynamic", "max_predictions_per_seq": 10,
+          "vocab_size": 2000, "whole_word_masking": False, **info}
+  monkeypatch.setattr(input_pipeline, "dataset_info", lambda data_dir, dataset=None: info)
+
+
+def test_objective_must_match_the_dataset(monkeypatch, tmp_path):
+  data_dir = str(tmp_path / "data")
+  _fake_dataset(monkeypatch)  # written before datasets recorded an objective: nsp
+  assert trainer.data_source(tiny_config(data_dir)).objective == "nsp"
+  with pytest.raises(errors.UserError) as e:
+    trainer.data_source(tiny_config(data_dir, **{"data.objective": "none"}))
+  assert str(e.value) == (f"--config.data.objective=none but the dataset in {data_dir} was "
+                          "prepared with --objective=nsp; prepare another dataset or drop the "
+                          "override")
+  _fake_dataset(monkeypatch, objective="sop")
+  assert trainer.data_source(tiny_config(data_dir)).objective == "sop"
+  assert trainer.data_source(tiny_config(data_dir, **{"data.objective": "sop"})).objective == "sop"
+  with pytest.raises(errors.UserError, match="objective=nsp but the dataset in .* was prepared "
+                     "with --objective=sop"):
+    trainer.data_source(tiny_config(data_dir, **{"data.objective": "nsp"}))
+  # config.json records the objective the run trains (the dataset's where the config says "").
+  config = tiny_config(data_dir)
+  trainer.write_config(config, tmp_path, "sop")
+  assert json.loads((tmp_path / "config.json").read_text())["data"]["objective"] == "sop"
+  assert config.data.objective == ""  # the caller's config is left as it was
+  # Synthetic data: nsp unless data.objective says otherwise.
+  assert trainer.data_source(tiny_config()).objective == "nsp"
+  assert trainer.data_source(tiny_config(**{"data.objective": "none"})).objective == "none"
+  from bert_jax.training import config as config_lib
+  with pytest.raises(config_lib.ConfigError, match="--config.data.objective='mlm' is not one of "
+                     ", nsp, sop, none"):
+    config_lib.validate_config(tiny_config(**{"data.objective": "mlm"}))
+
+
+def test_masking_config_against_the_dataset(monkeypatch, tmp_path):
+  data_dir = str(tmp_path / "data")
+  _fake_dataset(monkeypatch, masking_strategy="span", masked_lm_prob=0.15)
+  source = trainer.data_source(tiny_config(data_dir))  # strategy "": the dataset's, span
+  assert source.reference_eval_batches is not None  # span: also evaluated at 15% token masking
+  token = trainer.data_source(tiny_config(data_dir, **{"data.masking_strategy": "token"}))
+  assert token.reference_eval_batches is None  # already BERT's masking
+  with pytest.raises(errors.UserError) as e:
+    trainer.data_source(tiny_config(data_dir, **{"data.masked_lm_prob": 0.3}))
+  assert str(e.value) == (
+      "--config.data.max_predictions_per_seq=10 cannot hold --config.data.masked_lm_prob=0.3 of "
+      "64 tokens (19 predictions); raise it to 19 or lower the rate")
+  _fake_dataset(monkeypatch, masking="static", masking_strategy="whole_word",
+                masked_lm_prob=0.15)
+  with pytest.raises(errors.UserError) as e:
+    trainer.data_source(tiny_config(data_dir, **{"data.masking_strategy": "ngram"}))
+  assert str(e.value) == (
+      f"--config.data.masking_strategy=ngram but the dataset in {data_dir} is statically masked "
+      "with whole_word; drop the override or prepare a dynamic dataset")
+  assert trainer.data_source(tiny_config(data_dir)).reference_eval_batches is None
+
+
+def test_log_lines_name_the_objective():
+  import types
+  m = {"loss": 7.5, "mlm_loss": 6.8, "mlm_accuracy": 0.05, "nsp_loss": 0.6931,
+       "nsp_accuracy": 0.51, "learning_rate": 1e-4, "grad_norm": 1.5, "seq_per_s": 10.0,
+       "tokens_per_s": 640.0, "nonpad_fraction": 0.9}
+  lines = {}
+  for objective in ("nsp", "sop", "none"):
+    setup = types.SimpleNamespace(train_step=None, batch_sharding=None, flops_per_token=1.0,
+                                  objective=objective)
+    task = trainer.PretrainingTask(tiny_config(), setup, None)
+    lines[objective] = task.log_line(4, 6, m)
+  assert "| mlm 6.8000 acc 0.0500 | nsp 0.6931 acc 0.5100 | lr" in lines["nsp"]
+  assert "| mlm 6.8000 acc 0.0500 | sop 0.6931 acc 0.5100 | lr" in lines["sop"]
+  assert "| mlm 6.8000 acc 0.0500 | lr 1.00e-04 |" in lines["none"]
+  assert "nsp" not in lines["none"] and "nsp" not in lines["sop"]
+
+
+@pytest.mark.slow
+def test_a_masked_lm_run_trains_logs_and_exports_a_bert_for_masked_lm(tmp_path, caplog):
+  """objective none end to end: no nsp key in metrics.jsonl, config.json records the objective,
+  the export is an HF BertForMaskedLM (transformers gives our logits), and a warm start from a
+  pretraining export drops its pooler and NSP head."""
+  from flax import nnx
+
+  from bert_jax import create_model, load_pretrained, save_pretrained
+  from bert_jax.training import export
+  config = tiny_config(**{"data.objective": "none", "train.num_steps": 4,
+                          "checkpoint.every_steps": 4, "eval.every_steps": 0})
+  with caplog.at_level("INFO"):
+    result = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  records = _metrics(tmp_path / "run") + _metrics(tmp_path / "run", "eval")
+  assert [r["step"] for r in records] == [2, 4, 4]
+  assert not [k for r in records for k in r if "nsp" in k]
+  assert np.isfinite(result["mlm_loss"]) and result["loss"] == result["mlm_loss"]
+  assert result["examples"] == 16  # 2 eval batches of 8
+  assert "objective none (masked_lm)" in caplog.text and "| nsp" not in caplog.text
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["objective"] == "none"
+
+  out, _ = export.export(str(tmp_path / "run"), str(tmp_path / "hf"), format="hf")
+  assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+  card = (out / "README.md").read_text()
+  assert "Masked-LM pretraining (no sentence-pair task)" in card
+  assert "transformers.BertForMaskedLM.from_pretrained(PATH)" in card
+  ours = load_pretrained(out, task=None)
+  assert type(ours).__name__ == "BertForMaskedLM"
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  hf = transformers.BertForMaskedLM.from_pretrained(out, attn_implementation="eager").eval()
+  ids = np.random.default_rng(0).integers(5, 500, (2, 16)).astype(np.int32)
+  with torch.no_grad():
+    want = hf(input_ids=torch.tensor(ids, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(ours(ids).mlm_logits), want, atol=1e-5, rtol=0)
+
+  # Fine-tuning from the run's WORKDIR: its encoder, and a fresh pooler for classification.
+  from bert_jax.finetuning import run as finetune_run
+  from configs.finetune import default as finetune_default
+  ft = finetune_default.get_config()
+  ft.init_from, ft.model.preset = str(tmp_path / "run"), "tiny"
+  clf = finetune_run.initial_model(ft, "classification", {"num_labels": 2}, 500)
+  run_params = export.restore_params(str(tmp_path / "run"))[0]
+  for x, y in zip(jax.tree.leaves(nnx.to_pure_dict(nnx.state(clf, nnx.Param))["bert"]["encoder"]),
+                  jax.tree.leaves(run_params["bert"]["encoder"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert clf(ids).logits.shape == (2, 2)
+
+  # Warm start of a masked_lm run from a pretraining model: its pooler and NSP are dropped.
+  setup = pretraining.build(config, sharding.create_mesh(2, 2, 2), 500, "none")
+  donor = create_model(setup.bert_config, seed=42)
+  save_pretrained(donor, tmp_path / "donor", format="hf")
+  state = trainer.warm_start(setup, str(tmp_path / "donor"), 0)
+  expected = nnx.to_pure_dict(nnx.state(donor, nnx.Param))
+  del expected["nsp"], expected["bert"]["pooler"]
+  assert jax.tree.structure(state.params) == jax.tree.structure(expected)
+  for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
