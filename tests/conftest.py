@@ -32,12 +32,11 @@ sys.path.insert(0, str(REPO / "tests"))  # `import helpers`
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory):
   """(vocab.txt, data_dir): a seq-64 dataset from the bundled sample corpus, built once."""
+  import helpers
   from bert_jax.data import prepare
-  from bert_jax.text import vocab
   from bert_jax.data import SAMPLE_CORPUS
   root = tmp_path_factory.mktemp("sample")
-  vocab_path = vocab.train_vocab(str(SAMPLE_CORPUS), str(root / "vocab"), vocab_size=2000,
-                                 kind="wordpiece", lower_case=True)
+  vocab_path = helpers.sample_vocab()  # fixed: a vocab trained here differs between runs
   prepare.prepare(input=str(SAMPLE_CORPUS), vocab=vocab_path, data_dir=str(root / "data"),
                   max_seq_length=64, max_predictions_per_seq=10, validation_fraction=0.1)
   return vocab_path, str(root / "data")

@@ -170,3 +170,9 @@ def run_processes(command: list, num_processes: int, log_dir, env=None, timeout=
   assert problem is None, problem + "".join(
       f"\n--- process {i} ---\n{out[-6000:]}" for i, out in enumerate(outs))
   return outs
+
+
+def sample_vocab() -> str:
+  """tests/fixtures/sample_vocab/vocab.txt: a fixed 2,000-token vocabulary of the bundled sample
+  (a vocabulary trained at test time differs between runs; see tests/fixtures/README.md)."""
+  return str(REPO / "tests" / "fixtures" / "sample_vocab" / "vocab.txt")

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import helpers
 from bert_jax.data import input_pipeline as ip
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.data.prepare import prepare
@@ -20,8 +21,7 @@ CLS, SEP, MASK = 2, 3, 4
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  vocab = train_vocab(SAMPLE_CORPUS, str(tmp_path_factory.mktemp("vocab")), vocab_size=2000,
-                      lower_case=True)
+  vocab = helpers.sample_vocab()
   out = str(tmp_path_factory.mktemp("data"))
   prepare(input=SAMPLE_CORPUS, vocab=vocab, data_dir=out, max_seq_length=L,
           max_predictions_per_seq=P)

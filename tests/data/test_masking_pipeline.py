@@ -8,6 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
+import helpers
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.data import input_pipeline as ip
 from bert_jax.data.prepare import prepare
@@ -20,8 +21,7 @@ ZH = str(pathlib.Path(__file__).parents[1] / "fixtures" / "manpages-zh-slice.txt
 
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
-  return train_vocab(SAMPLE_CORPUS, str(tmp_path_factory.mktemp("vocab")), vocab_size=2000,
-                     lower_case=True)
+  return helpers.sample_vocab()
 
 
 def _prepare(tmp_path, vocab, corpus=SAMPLE_CORPUS, **kw):

@@ -7,16 +7,15 @@ import random
 import numpy as np
 import pytest
 
+import helpers
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.data import examples as pdata
 from bert_jax.text.tokenization import Tokenizer
-from bert_jax.text.vocab import train_vocab
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-  path = train_vocab(SAMPLE_CORPUS, str(tmp_path_factory.mktemp("vocab")), vocab_size=2000,
-                     lower_case=True)
+  path = helpers.sample_vocab()
   return Tokenizer.from_file(path)
 
 

@@ -10,20 +10,19 @@ import sys
 import numpy as np
 import pytest
 
+import helpers
 from bert_jax.data import tfds_builder as pds
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.data.input_pipeline import find_dataset
 from bert_jax.data.prepare import prepare
 from bert_jax.errors import DataError
-from bert_jax.text.vocab import train_vocab
 
 SMALL = dict(max_seq_length=64, max_predictions_per_seq=10, num_workers=1)
 
 
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
-  return train_vocab(SAMPLE_CORPUS, str(tmp_path_factory.mktemp("vocab")), vocab_size=2000,
-                     lower_case=True)
+  return helpers.sample_vocab()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import sys
 import jax.numpy as jnp
 import pytest
 
+import helpers
 from bert_jax.training import metrics
 from bert_jax import errors
 from bert_jax.training import trainer
@@ -151,10 +152,8 @@ def test_resuming_after_the_dataset_was_re_prepared_is_a_clear_error(tmp_path):
   """Saved input positions are file offsets into one build of the dataset: another build
   (re-prepared with other settings) must be refused, and the checkpoints left alone."""
   from bert_jax.data import prepare
-  from bert_jax.text import vocab
   from bert_jax.data import SAMPLE_CORPUS
-  vocab_path = vocab.train_vocab(str(SAMPLE_CORPUS), str(tmp_path / "vocab"), vocab_size=2000,
-                                 kind="wordpiece", lower_case=True)
+  vocab_path = helpers.sample_vocab()
   data = str(tmp_path / "data")
   build = dict(input=str(SAMPLE_CORPUS), vocab=vocab_path, data_dir=data, max_seq_length=64,
                max_predictions_per_seq=10)

@@ -1,0 +1,75 @@
+"""MLM without NSP trains like HF transformers' BertForMaskedLM masked by HF's own collator.
+
+benchmarks/convergence.py --objective=none --hf_collator, at test size: BERT-tiny from one
+initialisation (ours, exported to HF), the bundled sample corpus's `[CLS] sentences [SEP]` rows in
+the same order on both sides, masked independently: ours by the input pipeline (exactly
+round(p * len) per row), HF's by DataCollatorForLanguageModeling (a Bernoulli(p) draw per token,
+or per word with whole_word_mask=True), the same AdamW, dropout off. Passes when the final
+50-step windows of the MLM loss are within 2% and both sides really trained (the final window
+at least 1 nat below the untrained model's loss, ~ln 2000 = 7.6).
+
+Size: batch 16 x 64, vocab 2000, 300 steps; HF's side on one torch thread (on a shared 2-core
+host its default two threads ran 6x slower). About 65-75 s each here (docs/benchmarks.md).
+"""
+
+import importlib.util
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+STEPS, WINDOW = 300, 50
+
+
+def _convergence():
+  """benchmarks/convergence.py as a module (it imports its sibling repo_configs)."""
+  if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+  spec = importlib.util.spec_from_file_location("convergence_benchmark",
+                                                BENCHMARKS / "convergence.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("convergence_hf")  # the vocab and dataset, shared by both
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["token", "whole_word"])
+def test_mlm_without_nsp_trains_like_hf_collator(work_dir, strategy):
+  """30% masking, no NSP: token masking vs DataCollatorForLanguageModeling(mlm_probability=0.3);
+  whole words vs its whole_word_mask=True (transformers 5's DataCollatorForWholeWordMask;
+  [MASK] only, so ours masks with mask_token_prob 1.0 there)."""
+  cv = _convergence()
+  args = cv.parser().parse_args([
+      "--objective=none", "--hf_collator", "--masked_lm_prob=0.3",
+      f"--masking_strategy={strategy}", f"--steps={STEPS}", f"--window={WINDOW}",
+      "--batch_size=16", "--seq_len=64", "--vocab_size=2000", "--torch_threads=1",
+      f"--work_dir={work_dir}"])
+  r = cv.compare(args)
+  cv.report(r)  # the table, in pytest's captured output
+  assert list(r["final"]) == ["mlm"]  # no NSP term on either side
+  ours, theirs = r["losses"]["mlm"]
+  assert len(ours) == len(theirs) == STEPS
+  assert np.all(np.isfinite(ours)) and np.all(np.isfinite(theirs))
+  # HF never masked [CLS]/[SEP]/[PAD]; both masked ~30% of the other tokens (ours a little
+  # more: round(0.3 * len) counts [CLS] and [SEP] in len, as BERT does: 0.3 * 64/62 at full rows).
+  stats = r["stats"]
+  assert stats["masked_special"] == 0
+  assert abs(stats["masked_fraction"] - 0.3) < 0.01
+  assert 0.3 <= stats["ours_masked_fraction"] < 0.3 * 64 / 62 + 0.005
+  # Both trained: the final window well below the untrained model's loss (first 5 steps).
+  for side, losses in (("ours", ours), ("HF", theirs)):
+    first, final = np.mean(losses[:5]), np.mean(losses[-WINDOW:])
+    assert final < first - 1.0, f"{side} did not train: {first:.3f} -> {final:.3f}"
+  o, t = r["final"]["mlm"]
+  assert r["ok"] and r["rel"]["mlm"] <= 0.02, (
+      f"final-window MLM loss ours {o:.4f} vs HF {t:.4f}: {100 * r['rel']['mlm']:.2f}% apart")
