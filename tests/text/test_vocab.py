@@ -6,6 +6,7 @@ import sys
 
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.text.tokenization import SPECIAL_TOKENS, Tokenizer, read_vocab
+from bert_jax.text.vocab import train_vocab
 
 
 def _run(*args):
@@ -54,3 +55,16 @@ def test_missing_input(tmp_path):
   assert r.stderr.strip() == (f"error: --input {tmp_path}/nothing*.txt: no such file; pass an "
                               f"existing text file or glob")
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_wordpiece_keeps_every_chinese_character(tmp_path):
+  # 1,500 distinct CJK characters (more than tokenizers' old limit_alphabet=1000 let through,
+  # which made a third of a real Chinese corpus's characters [UNK]).
+  chars = [chr(0x4E00 + i) for i in range(1500)]
+  lines = ["".join(chars[(i + k) % 1500] for k in range(20)) for i in range(0, 3000, 7)]
+  corpus = tmp_path / "zh.txt"
+  corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  tok = Tokenizer.from_file(train_vocab(str(corpus), str(tmp_path / "v"), vocab_size=3000))
+  assert set(chars) <= set(tok.tokens)
+  ids = tok.encode("".join(chars[:50]))
+  assert len(ids) == 50 and tok.unk_id not in ids  # one token per character
