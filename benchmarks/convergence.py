@@ -1,19 +1,42 @@
-r"""Do we train like HF PyTorch BERT? Same initial weights, same batches, same optimizer.
+r"""Do we train like HF PyTorch BERT? Same initial weights, same batches (or the same text), same
+optimizer.
 
   python benchmarks/convergence.py [--steps=400] [--corpus=FILE]
+  python benchmarks/convergence.py --objective=none --masked_lm_prob=0.3 --hf_collator
+  python benchmarks/convergence.py --objective=none --masking_strategy=whole_word --hf_collator
 
-1. Builds a WordPiece vocab and a seq-128 `bert_pretraining` dataset from --corpus (default: the
-   bundled sample, `bert_jax.data.SAMPLE_CORPUS`; cached in --work_dir per corpus), and draws
-   --steps batches from our input pipeline (dynamic masking).
+1. Builds a WordPiece vocab and a `bert_pretraining` dataset (--objective nsp: sentence pairs;
+   none: `[CLS] full sentences [SEP]` rows) from --corpus (default: the bundled sample,
+   `bert_jax.data.SAMPLE_CORPUS`; cached in --work_dir per corpus and settings), and draws
+   --steps batches from our input pipeline (dynamic masking at --masked_lm_prob with
+   --masking_strategy).
 2. Initialises BERT-tiny once (ours), exports it with save_pretrained(format="hf") and loads that
-   into transformers.BertForPreTraining: identical starting weights.
-3. Trains both on the identical batches with AdamW (bias-corrected, eps 1e-6, weight decay 0.01
-   on all but biases/LayerNorm), global-norm clipping 1.0, linear warmup then linear decay.
-   Ours is the exact jitted step bert_jax.train runs; theirs is HF's loss (labels -100 off the
-   masked positions) with torch.optim.AdamW + LambdaLR. Dropout is off in both (--dropout to
-   turn it on), so the two runs are the same computation up to float rounding.
-4. Prints MLM and NSP loss (mean over windows of 50 steps) side by side and the relative
-   difference of the final window; the check passes when both are within 2%.
+   into transformers.BertForPreTraining (nsp) or BertForMaskedLM (none): identical weights.
+3. Trains both with AdamW (bias-corrected, eps 1e-6, weight decay 0.01 on all but
+   biases/LayerNorm), global-norm clipping 1.0, linear warmup then linear decay. Ours is the
+   exact jitted step bert_jax.train runs; theirs is HF's loss with torch.optim.AdamW + LambdaLR.
+   Dropout is off in both (--dropout to turn it on).
+   - Default: HF trains on OUR masked batches (labels -100 off our masked positions): the two
+     runs are the same computation up to float rounding.
+   - --hf_collator (objective none): the two sides mask INDEPENDENTLY. HF gets the same rows in
+     the same order unmasked (our masks undone with masked_positions / masked_ids) and masks them
+     with its own collator: `DataCollatorForLanguageModeling(mlm_probability=p)` (token; each
+     token a Bernoulli(p) draw, 80/10/10) or, for whole_word,
+     `DataCollatorForLanguageModeling(whole_word_mask=True)`: transformers 5 (what the `hf` extra
+     installs) removed `DataCollatorForWholeWordMask` for it. Each word is a Bernoulli(p) draw
+     and all its pieces become `[MASK]` (no 10% random / 10% kept), so our side then masks with
+     --mask_token_prob=1.0 unless told otherwise. The collator gets `special_tokens_mask`
+     ([CLS], [SEP], [PAD]: what our pipeline never masks) and, for whole words,
+     `offset_mapping` built from the vocabulary's `##` pieces, so a word is the same unit on
+     both sides (BERT's: a word and its `##` continuations; from a real tokenization's offsets HF
+     would take "os.path." or "world." as one word: it splits at whitespace only).
+     --hf_masked_lm_prob / --hf_masking_strategy give HF's collator another rate or unit, to see
+     what the check detects.
+4. Prints the MLM (and NSP) loss, mean over windows of --window steps, side by side and the
+   relative difference of the final window; the check passes when each is within --tolerance
+   (2%). With --hf_collator it also prints, per side, the masked share of the non-special
+   tokens, the [MASK] / kept / random shares of the masked ones and the share in words of two or
+   more pieces.
 """
 
 from __future__ import annotations
@@ -28,27 +51,99 @@ import time
 import repo_configs  # benchmarks/repo_configs.py
 
 
+def parser() -> argparse.ArgumentParser:
+  from bert_jax.data import SAMPLE_CORPUS
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--corpus", default=str(SAMPLE_CORPUS),
+                 help="text file, one sentence per line (default: the bundled sample)")
+  p.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "bert_jax_conv"))
+  p.add_argument("--steps", type=int, default=400)
+  p.add_argument("--batch_size", type=int, default=32)
+  p.add_argument("--seq_len", type=int, default=128)
+  p.add_argument("--lr", type=float, default=1e-3)
+  p.add_argument("--warmup", type=int, default=40)
+  p.add_argument("--vocab_size", type=int, default=8000)
+  p.add_argument("--dropout", action="store_true", help="dropout 0.1 in both (stochastic)")
+  p.add_argument("--window", type=int, default=50)
+  p.add_argument("--objective", choices=("nsp", "none"), default="nsp",
+                 help="nsp: MLM + NSP (BertForPreTraining); none: MLM alone (BertForMaskedLM)")
+  p.add_argument("--masked_lm_prob", type=float, default=0.15)
+  p.add_argument("--masking_strategy", choices=("token", "whole_word"), default="token")
+  p.add_argument("--max_predictions_per_seq", type=int, default=None,
+                 help="default: 20, or round(masked_lm_prob * seq_len) + 2 when that is more")
+  p.add_argument("--mask_token_prob", type=float, default=None,
+                 help="our [MASK] share (default 0.8; 1.0 when HF's collator masks whole "
+                      "words: it only writes [MASK])")
+  p.add_argument("--random_token_prob", type=float, default=None,
+                 help="our random share (default 0.1; 0.0 when --mask_token_prob is 1.0)")
+  p.add_argument("--hf_collator", action="store_true",
+                 help="HF masks the same rows itself with its collator (objective none)")
+  p.add_argument("--hf_masked_lm_prob", type=float, default=None,
+                 help="HF collator's rate (default: --masked_lm_prob; another value shows what "
+                      "the check detects)")
+  p.add_argument("--hf_masking_strategy", choices=("token", "whole_word"), default=None,
+                 help="HF collator's unit (default: --masking_strategy)")
+  p.add_argument("--seed", type=int, default=0, help="our input pipeline's and HF's mask seed")
+  p.add_argument("--tolerance", type=float, default=0.02)
+  p.add_argument("--torch_threads", type=int, default=0,
+                 help="torch.set_num_threads for HF's side (0: torch's default)")
+  return p
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+  """Fills in the defaults that depend on other flags; checks the combination."""
+  if args.hf_collator and args.objective != "none":
+    raise SystemExit("error: --hf_collator compares MLM alone: use it with --objective=none")
+  if args.max_predictions_per_seq is None:
+    count = round(args.masked_lm_prob * args.seq_len)
+    args.max_predictions_per_seq = 20 if count <= 20 else count + 2
+  if args.hf_masked_lm_prob is None:
+    args.hf_masked_lm_prob = args.masked_lm_prob
+  if args.hf_masking_strategy is None:
+    args.hf_masking_strategy = args.masking_strategy
+  if args.mask_token_prob is None:
+    args.mask_token_prob = 1.0 if (args.hf_collator
+                                   and args.hf_masking_strategy == "whole_word") else 0.8
+  if args.random_token_prob is None:
+    args.random_token_prob = 0.0 if args.mask_token_prob == 1.0 else 0.1
+  return args
+
+
 def prepare_batches(args):
+  """(vocab_size, vocab_dir, dataset info, batches): --steps batches from our input pipeline."""
   from bert_jax.data import input_pipeline
   from bert_jax.data.prepare import prepare
   from bert_jax.text.vocab import train_vocab
-  # One cache per corpus and vocab size: a different --corpus must not reuse another's data.
+  # One cache per corpus and vocab size (vocab) and per dataset settings (data): a different
+  # --corpus or --objective must not reuse another's.
   tag = hashlib.sha1(f"{os.path.abspath(args.corpus)}:{args.vocab_size}".encode()).hexdigest()[:12]
   vocab_dir = os.path.join(args.work_dir, tag, "vocab")
-  data_dir = os.path.join(args.work_dir, tag, "data")
+  data_tag = f"data_{args.objective}_{args.seq_len}_{args.max_predictions_per_seq}"
+  if (args.objective, args.seq_len, args.max_predictions_per_seq) == ("nsp", 128, 20):
+    data_tag = "data"  # the cache of the original benchmark
+  data_dir = os.path.join(args.work_dir, tag, data_tag)
   if not os.path.exists(os.path.join(vocab_dir, "vocab.txt")):
     train_vocab(args.corpus, vocab_dir, vocab_size=args.vocab_size, kind="wordpiece",
                 lower_case=True)
   if not os.path.exists(data_dir):
+    # Dynamic masking: the prepared rate and strategy are only the defaults the pipeline
+    # overrides below (prepare checks that the rate's count fits max_predictions_per_seq).
     prepare(input=args.corpus, vocab=os.path.join(vocab_dir, "vocab.txt"), data_dir=data_dir,
-            max_seq_length=128, max_predictions_per_seq=20)
+            max_seq_length=args.seq_len, max_predictions_per_seq=args.max_predictions_per_seq,
+            masked_lm_prob=args.masked_lm_prob, objective=args.objective)
   info = input_pipeline.dataset_info(data_dir)
-  it = input_pipeline.train_iterator(data_dir, batch_size=args.batch_size, seq_len=128,
-                                     max_predictions_per_seq=20, seed=0)
-  return info["vocab_size"], [next(it) for _ in range(args.steps)]
+  it = input_pipeline.train_iterator(
+      data_dir, batch_size=args.batch_size, seq_len=args.seq_len,
+      max_predictions_per_seq=args.max_predictions_per_seq, seed=args.seed,
+      masked_lm_prob=args.masked_lm_prob, masking_strategy=args.masking_strategy,
+      mask_token_prob=args.mask_token_prob, random_token_prob=args.random_token_prob)
+  batches = [next(it) for _ in range(args.steps)]
+  del it  # (its prefetching threads stop with it)
+  return info["vocab_size"], vocab_dir, info, batches
 
 
 def run_ours(args, vocab_size, batches, hf_dir):
+  """(mlm losses, nsp losses or None, seconds): our jitted train step on our batches."""
   import jax
   from bert_jax import save_pretrained
   from bert_jax.parallel import sharding
@@ -60,29 +155,35 @@ def run_ours(args, vocab_size, batches, hf_dir):
   if not args.dropout:
     c.model.hidden_dropout_prob = c.model.attention_probs_dropout_prob = 0.0
   c.train.batch_size, c.train.num_steps = args.batch_size, args.steps
+  c.data.seq_len, c.data.max_predictions_per_seq = args.seq_len, args.max_predictions_per_seq
   c.optimizer.name, c.optimizer.learning_rate = "adamw", args.lr
   c.optimizer.warmup_steps, c.optimizer.eps, c.optimizer.clip_grad_norm = args.warmup, 1e-6, 1.0
   mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
-  setup = pretraining.build(c, mesh, vocab_size)
+  setup = pretraining.build(c, mesh, vocab_size, args.objective)
   state = setup.init_state(jax.random.key(0))
   model = nnx.merge(setup.graphdef, jax.device_get(state.params))
   save_pretrained(model, hf_dir, format="hf")  # the starting point both sides use
   losses = []
   t = time.perf_counter()
   for b in batches:
+    if args.objective == "none":
+      b = {k: v for k, v in b.items() if k != "next_sentence_label"}
     state, m = setup.train_step(state, train_state.global_batch(b, setup.batch_sharding))
     losses.append(m)
   losses = jax.device_get(losses)
-  return ([float(m["mlm_loss"]) for m in losses], [float(m["nsp_loss"]) for m in losses],
-          time.perf_counter() - t)
+  nsp = [float(m["nsp_loss"]) for m in losses] if args.objective != "none" else None
+  return [float(m["mlm_loss"]) for m in losses], nsp, time.perf_counter() - t
 
 
-def run_torch(args, batches, hf_dir):
-  import numpy as np
+def _torch_model_and_optimizer(args, hf_dir):
   import torch
   import transformers
   torch.manual_seed(0)
-  model = transformers.BertForPreTraining.from_pretrained(hf_dir)
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
+  cls = transformers.BertForMaskedLM if args.objective == "none" else (
+      transformers.BertForPreTraining)
+  model = cls.from_pretrained(hf_dir)
   if not args.dropout:
     model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
     for m in model.modules():
@@ -102,7 +203,15 @@ def run_torch(args, batches, hf_dir):
       return step / args.warmup
     return max(0.0, 1.0 - step / args.steps)
 
-  sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+  return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
+def run_torch(args, batches, hf_dir):
+  """(mlm losses, nsp losses or None, seconds): HF on OUR masked batches."""
+  import numpy as np
+  import torch
+  model, opt, sched = _torch_model_and_optimizer(args, hf_dir)
+  ce = torch.nn.functional.cross_entropy
   mlm, nsp = [], []
   t = time.perf_counter()
   for b in batches:
@@ -112,62 +221,239 @@ def run_torch(args, batches, hf_dir):
     out = model(input_ids=torch.tensor(b["input_ids"], dtype=torch.long),
                 token_type_ids=torch.tensor(b["token_type_ids"], dtype=torch.long),
                 attention_mask=torch.tensor(b["attention_mask"], dtype=torch.long))
-    ce = torch.nn.functional.cross_entropy
-    mlm_loss = ce(out.prediction_logits.view(-1, out.prediction_logits.shape[-1]),
-                  torch.tensor(labels).view(-1), ignore_index=-100)
-    nsp_loss = ce(out.seq_relationship_logits,
-                  torch.tensor(b["next_sentence_label"], dtype=torch.long))
+    logits = out.logits if args.objective == "none" else out.prediction_logits
+    mlm_loss = ce(logits.view(-1, logits.shape[-1]), torch.tensor(labels).view(-1),
+                  ignore_index=-100)
+    loss = mlm_loss
+    if args.objective != "none":
+      nsp_loss = ce(out.seq_relationship_logits,
+                    torch.tensor(b["next_sentence_label"], dtype=torch.long))
+      loss = loss + nsp_loss
+      nsp.append(nsp_loss.item())
     opt.zero_grad()
-    (mlm_loss + nsp_loss).backward()
+    loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     sched.step()
     mlm.append(mlm_loss.item())
-    nsp.append(nsp_loss.item())
-  return mlm, nsp, time.perf_counter() - t
+  return mlm, (nsp if args.objective != "none" else None), time.perf_counter() - t
 
 
-def main():
-  from bert_jax.data import SAMPLE_CORPUS
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--corpus", default=SAMPLE_CORPUS,
-                 help="text file, one sentence per line (default: the bundled sample)")
-  p.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "bert_jax_conv"))
-  p.add_argument("--steps", type=int, default=400)
-  p.add_argument("--batch_size", type=int, default=32)
-  p.add_argument("--lr", type=float, default=1e-3)
-  p.add_argument("--warmup", type=int, default=40)
-  p.add_argument("--vocab_size", type=int, default=8000)
-  p.add_argument("--dropout", action="store_true", help="dropout 0.1 in both (stochastic)")
-  p.add_argument("--window", type=int, default=50)
-  args = p.parse_args()
+def unmask(batch: dict):
+  """The rows before our masking: input_ids with the masked positions' original ids back."""
+  import numpy as np
+  ids = batch["input_ids"].copy()
+  rows, cols = np.nonzero(batch["masked_weights"])
+  ids[rows, batch["masked_positions"][rows, cols]] = batch["masked_ids"][rows, cols]
+  return ids
+
+
+def hf_tokenizer(vocab_dir: str, vocab_size: int):
+  """BertTokenizerFast from our vocab.txt, offline. Not `BertTokenizerFast(vocab_file=...)`: in
+  transformers 5 that keyword is ignored and the tokenizer has the 5 special tokens only (the
+  collator would then draw its random replacements among ids 0-4)."""
+  import transformers
+  tok = transformers.BertTokenizerFast.from_pretrained(vocab_dir, do_lower_case=True)
+  if len(tok) != vocab_size:
+    raise RuntimeError(f"HF tokenizer from {vocab_dir} has {len(tok)} tokens, expected "
+                       f"{vocab_size}")
+  return tok
+
+
+def hf_collator(args, tokenizer):
+  """(collator, kind): HF's MLM collator for --hf_masking_strategy at --hf_masked_lm_prob."""
+  import transformers
+  if args.hf_masking_strategy == "token":
+    return (transformers.DataCollatorForLanguageModeling(
+        tokenizer, mlm_probability=args.hf_masked_lm_prob, seed=args.seed),
+        "DataCollatorForLanguageModeling")
+  # [MASK] only: with whole_word_mask=True it warns and sets these itself.
+  return (transformers.DataCollatorForLanguageModeling(
+      tokenizer, mlm_probability=args.hf_masked_lm_prob, whole_word_mask=True,
+      mask_replace_prob=1.0,
+      random_replace_prob=0.0, seed=args.seed),
+      "DataCollatorForLanguageModeling(whole_word_mask=True)")
+
+
+def hf_features(ids, batch, special_ids, is_word_start, whole_words: bool):
+  """The collator's input for our unmasked rows: one dict per row.
+
+  special_tokens_mask marks [CLS], [SEP] and [PAD] (what our pipeline never masks); without it
+  the collator calls get_special_tokens_mask, which in transformers 5 also protects [UNK] and
+  [MASK]. For whole words, offset_mapping gives the pieces of a word (a token and its `##`
+  continuations) touching character spans and a gap before each word, so the collator's words
+  (a new word where a token does not start where the previous one ended) are BERT's words.
+  """
+  import numpy as np
+  special = np.isin(ids, [special_ids["[CLS]"], special_ids["[SEP]"], special_ids["[PAD]"]])
+  feats = {"input_ids": ids, "token_type_ids": batch["token_type_ids"],
+           "attention_mask": batch["attention_mask"], "special_tokens_mask": special.astype(int)}
+  if whole_words:
+    gap = np.where(is_word_start[ids] | special, 1, 0)  # one character of space before a word
+    start = np.cumsum(gap + 1, axis=1) - 1
+    feats["offset_mapping"] = np.stack([start, start + 1], -1) * ~special[..., None]
+  return [{k: v[i].tolist() for k, v in feats.items()} for i in range(len(ids))]
+
+
+class MaskStats:
+  """Counts over a run's batches, one side: what share of the non-special tokens is masked,
+  how the masked inputs read ([MASK] / the original kept / anything else: random), and how many
+  masked tokens sit in words of two or more pieces (whole-word masking's unit)."""
+
+  def __init__(self, special_ids: dict, is_word_start):
+    import numpy as np
+    self._special = np.array([special_ids["[CLS]"], special_ids["[SEP]"], special_ids["[PAD]"]])
+    self._mask_id, self._is_word_start = special_ids["[MASK]"], is_word_start
+    self.n = dict(candidates=0, masked=0, masked_special=0, mask=0, kept=0, multi_piece=0)
+
+  def add(self, original, inputs, masked):
+    """original, inputs: int [B, L] (the row, the model's input); masked: bool [B, L]."""
+    import numpy as np
+    special = np.isin(original, self._special)
+    continues = ~self._is_word_start[original] & ~special
+    multi = continues | np.pad(continues[:, 1:], ((0, 0), (0, 1)))  # a piece of a longer word
+    n = self.n
+    n["candidates"] += int((~special).sum())
+    n["masked"] += int(masked.sum())
+    n["masked_special"] += int((masked & special).sum())
+    n["mask"] += int((masked & (inputs == self._mask_id)).sum())
+    n["kept"] += int((masked & (inputs == original)).sum())
+    n["multi_piece"] += int((masked & multi).sum())
+
+  def summary(self) -> dict:
+    n, m = self.n, max(self.n["masked"], 1)
+    return {"masked_fraction": n["masked"] / n["candidates"], "masked_special": n["masked_special"],
+            "mask_share": n["mask"] / m, "kept_share": n["kept"] / m,
+            "random_share": 1 - (n["mask"] + n["kept"]) / m,
+            "multi_piece_share": n["multi_piece"] / m}
+
+
+def _is_word_start(vocab_dir: str):
+  from bert_jax.text.tokenization import Tokenizer
+  return Tokenizer.from_file(os.path.join(vocab_dir, "vocab.txt"), lower_case=True).is_word_start
+
+
+def ours_mask_stats(batches, special_ids: dict, is_word_start) -> dict:
+  """MaskStats of our batches (the masked positions from masked_positions / masked_weights)."""
+  import numpy as np
+  st = MaskStats(special_ids, is_word_start)
+  for b in batches:
+    masked = np.zeros(b["input_ids"].shape, bool)
+    rows, cols = np.nonzero(b["masked_weights"])
+    masked[rows, b["masked_positions"][rows, cols]] = True
+    st.add(unmask(b), b["input_ids"], masked)
+  return st.summary()
+
+
+def run_torch_collator(args, batches, hf_dir, vocab_dir, vocab_size, info):
+  """(mlm losses, None, seconds, stats): HF masks our unmasked rows with its own collator."""
+  import torch
+  model, opt, sched = _torch_model_and_optimizer(args, hf_dir)
+  tokenizer = hf_tokenizer(vocab_dir, vocab_size)
+  collator, kind = hf_collator(args, tokenizer)
+  special_ids = info["special_ids"]
+  is_word_start = _is_word_start(vocab_dir)
+  mlm = []
+  stats = MaskStats(special_ids, is_word_start)
+  t = time.perf_counter()
+  for b in batches:
+    ids = unmask(b)
+    hb = collator(hf_features(ids, b, special_ids, is_word_start,
+                              args.hf_masking_strategy == "whole_word"))
+    labels = hb["labels"]
+    stats.add(ids, hb["input_ids"].numpy(), labels.numpy() != -100)
+    out = model(input_ids=hb["input_ids"],
+                token_type_ids=torch.tensor(b["token_type_ids"], dtype=torch.long),
+                attention_mask=torch.tensor(b["attention_mask"], dtype=torch.long), labels=labels)
+    opt.zero_grad()
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    mlm.append(out.loss.item())
+  return mlm, None, time.perf_counter() - t, {"collator": kind, "hf": stats.summary()}
+
+
+def compare(args: argparse.Namespace) -> dict:
+  """Runs both sides; returns the per-step losses, the windows, the final-window differences
+  and whether they are within args.tolerance (the benchmark's whole computation)."""
+  import numpy as np
+  args = resolve(args)
   if not os.path.exists(args.corpus):
-    sys.exit(f"error: --corpus={args.corpus}: no such file")
-  vocab_size, batches = prepare_batches(args)
+    raise SystemExit(f"error: --corpus={args.corpus}: no such file")
+  vocab_size, vocab_dir, info, batches = prepare_batches(args)
   hf_dir = os.path.join(args.work_dir, "init_hf")
   import shutil
   shutil.rmtree(hf_dir, ignore_errors=True)
   ours = run_ours(args, vocab_size, batches, hf_dir)
-  theirs = run_torch(args, batches, hf_dir)
-  import numpy as np
+  stats = {}
+  if args.hf_collator:
+    *theirs, stats = run_torch_collator(args, batches, hf_dir, vocab_dir, vocab_size, info)
+    stats["ours"] = ours_mask_stats(batches, info["special_ids"], _is_word_start(vocab_dir))
+  else:
+    theirs = run_torch(args, batches, hf_dir)
   w = args.window
-  print(f"BERT-tiny, vocab {vocab_size}, batch {args.batch_size} x 128, {args.steps} steps, "
-        f"AdamW lr {args.lr} warmup {args.warmup} linear decay, dropout "
-        f"{'0.1' if args.dropout else 'off'}; identical initial weights and batches")
-  print(f"{'steps':>11s} {'MLM ours':>9s} {'MLM torch':>9s} {'NSP ours':>9s} {'NSP torch':>9s}")
-  for s in range(0, args.steps, w):
-    print(f"{s + 1:5d}-{min(s + w, args.steps):5d} {np.mean(ours[0][s:s + w]):9.4f} "
-          f"{np.mean(theirs[0][s:s + w]):9.4f} {np.mean(ours[1][s:s + w]):9.4f} "
-          f"{np.mean(theirs[1][s:s + w]):9.4f}")
-  final = {k: (np.mean(a[-w:]), np.mean(b[-w:])) for k, a, b in
-           (("mlm", ours[0], theirs[0]), ("nsp", ours[1], theirs[1]))}
+  series = {"mlm": (ours[0], theirs[0])}
+  if ours[1] is not None:
+    series["nsp"] = (ours[1], theirs[1])
+  windows = [(s + 1, min(s + w, args.steps),
+              {k: (float(np.mean(a[s:s + w])), float(np.mean(b[s:s + w])))
+               for k, (a, b) in series.items()})
+             for s in range(0, args.steps, w)]
+  final = {k: (float(np.mean(a[-w:])), float(np.mean(b[-w:]))) for k, (a, b) in series.items()}
   rel = {k: abs(a - b) / abs(b) for k, (a, b) in final.items()}
-  ok = all(r <= 0.02 for r in rel.values())
-  print(f"final window: MLM {final['mlm'][0]:.4f} vs {final['mlm'][1]:.4f} "
-        f"({100 * rel['mlm']:.2f}%), NSP {final['nsp'][0]:.4f} vs {final['nsp'][1]:.4f} "
-        f"({100 * rel['nsp']:.2f}%) -> {'PASS' if ok else 'FAIL'} (within 2%)")
-  print(f"wall time: ours {ours[2]:.1f}s, torch {theirs[2]:.1f}s")
-  sys.exit(0 if ok else 1)
+  return {"args": args, "vocab_size": vocab_size, "losses": series, "windows": windows,
+          "final": final, "rel": rel, "ok": all(r <= args.tolerance for r in rel.values()),
+          "seconds": (ours[2], theirs[2]), "stats": stats}
+
+
+def report(r: dict) -> None:
+  a = r["args"]
+  peer = "HF" if a.hf_collator else "torch"
+  if a.hf_collator:
+    same = (a.hf_masking_strategy, a.hf_masked_lm_prob) == (a.masking_strategy, a.masked_lm_prob)
+    how = (f"MLM only; {a.masking_strategy} masking at {a.masked_lm_prob}"
+           + ("" if same else f" (HF: {a.hf_masking_strategy} at {a.hf_masked_lm_prob})")
+           + f", each side its own (ours: input pipeline, {a.mask_token_prob:g}/"
+           f"{a.random_token_prob:g} [MASK]/random; HF: {r['stats']['collator']}); identical "
+           "initial weights and rows")
+  else:
+    how = ((f"MLM only ({a.masking_strategy} {a.masked_lm_prob}); " if a.objective == "none"
+            else "") + "identical initial weights and batches")
+  print(f"BERT-tiny, vocab {r['vocab_size']}, batch {a.batch_size} x {a.seq_len}, {a.steps} steps, "
+        f"AdamW lr {a.lr} warmup {a.warmup} linear decay, dropout "
+        f"{'0.1' if a.dropout else 'off'}; {how}")
+  keys = list(r["final"])
+  head = f"{'steps':>11s}"
+  for k in keys:
+    head += f" {k.upper() + ' ours':>9s} {k.upper() + ' ' + peer:>9s}"
+  print(head + f" {'diff':>7s}")
+  for s, e, v in r["windows"]:
+    line = f"{s:5d}-{e:5d}"
+    for k in keys:
+      line += f" {v[k][0]:9.4f} {v[k][1]:9.4f}"
+    ours, theirs = v["mlm"]
+    print(line + f" {100 * (ours - theirs) / theirs:+6.2f}%")
+  if a.hf_collator:
+    o, h = r["stats"]["ours"], r["stats"]["hf"]
+    print("masking (share of non-special tokens masked; of those: [MASK] / kept / random; in "
+          "words of 2+ pieces):")
+    for side, st in (("ours", o), ("HF", h)):
+      print(f"  {side:4s} {100 * st['masked_fraction']:5.2f}%; {100 * st['mask_share']:.1f} / "
+            f"{100 * st['kept_share']:.1f} / {100 * st['random_share']:.1f}%; "
+            f"{100 * st['multi_piece_share']:.1f}%")
+    print(f"  [CLS]/[SEP]/[PAD] masked: ours {o['masked_special']}, HF {h['masked_special']}")
+  parts = [f"{k.upper()} {o:.4f} vs {t:.4f} ({100 * r['rel'][k]:.2f}%)"
+           for k, (o, t) in r["final"].items()]
+  print(f"final window: {', '.join(parts)} -> {'PASS' if r['ok'] else 'FAIL'} "
+        f"(within {100 * a.tolerance:g}%)")
+  print(f"wall time: ours {r['seconds'][0]:.1f}s, {peer} {r['seconds'][1]:.1f}s")
+
+
+def main():
+  r = compare(parser().parse_args())
+  report(r)
+  sys.exit(0 if r["ok"] else 1)
 
 
 if __name__ == "__main__":

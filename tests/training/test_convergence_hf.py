@@ -60,12 +60,17 @@ def test_mlm_without_nsp_trains_like_hf_collator(work_dir, strategy):
   ours, theirs = r["losses"]["mlm"]
   assert len(ours) == len(theirs) == STEPS
   assert np.all(np.isfinite(ours)) and np.all(np.isfinite(theirs))
-  # HF never masked [CLS]/[SEP]/[PAD]; both masked ~30% of the other tokens (ours a little
-  # more: round(0.3 * len) counts [CLS] and [SEP] in len, as BERT does: 0.3 * 64/62 at full rows).
-  stats = r["stats"]
-  assert stats["masked_special"] == 0
-  assert abs(stats["masked_fraction"] - 0.3) < 0.01
-  assert 0.3 <= stats["ours_masked_fraction"] < 0.3 * 64 / 62 + 0.005
+  # Neither side masked [CLS]/[SEP]/[PAD]; both masked ~30% of the other tokens (ours a little
+  # more: round(0.3 * len) counts [CLS] and [SEP] in len, as BERT does: 0.3 * 64/62 at full
+  # rows), with the same replacements: 80/10/10, or [MASK] only for whole words.
+  ours_st, hf_st = r["stats"]["ours"], r["stats"]["hf"]
+  assert ours_st["masked_special"] == hf_st["masked_special"] == 0
+  assert abs(hf_st["masked_fraction"] - 0.3) < 0.01
+  assert 0.3 <= ours_st["masked_fraction"] < 0.3 * 64 / 62 + 0.005
+  shares = (0.8, 0.1, 0.1) if strategy == "token" else (1.0, 0.0, 0.0)
+  for st in (ours_st, hf_st):
+    np.testing.assert_allclose([st["mask_share"], st["kept_share"], st["random_share"]], shares,
+                               atol=0.015)
   # Both trained: the final window well below the untrained model's loss (first 5 steps).
   for side, losses in (("ours", ours), ("HF", theirs)):
     first, final = np.mean(losses[:5]), np.mean(losses[-WINDOW:])
