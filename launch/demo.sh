@@ -36,7 +36,8 @@ echo "== 4/4 export the final checkpoint for fine-tuning (HF safetensors + confi
 echo
 echo "Done. Where everything went:"
 echo "  vocabulary        $out/vocab/vocab.txt"
-echo "  dataset (TFDS)    $out/data/bert_pretraining/1.0.0"
+datasets=("$out"/data/bert_pretraining/*/)  # the version directory prepare wrote
+echo "  dataset (TFDS)    ${datasets[-1]%/}"
 echo "  run               $out/run  (config.json, metrics.jsonl, checkpoints/, TensorBoard: train/ eval/)"
 echo "  export (HF)       $out/export  (transformers.BertForPreTraining.from_pretrained('$out/export'))"
 echo "  last eval         $(grep '"kind": "eval"' "$out/run/metrics.jsonl" | tail -1)"
