@@ -1,5 +1,4 @@
-r"""Do we train like HF PyTorch BERT? Same initial weights, same batches (or the same text), same
-optimizer.
+r"""Do we train like HF PyTorch BERT? Same initial weights, same data, same optimizer.
 
   python benchmarks/convergence.py [--steps=400] [--corpus=FILE]
   python benchmarks/convergence.py --objective=none --masked_lm_prob=0.3 --hf_collator
@@ -63,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--lr", type=float, default=1e-3)
   p.add_argument("--warmup", type=int, default=40)
   p.add_argument("--vocab_size", type=int, default=8000)
+  p.add_argument("--vocab", default=None,
+                 help="an existing WordPiece vocab.txt instead of one trained on --corpus "
+                      "(training is not bit-reproducible: HF's trainer breaks ties by hash order)")
   p.add_argument("--dropout", action="store_true", help="dropout 0.1 in both (stochastic)")
   p.add_argument("--window", type=int, default=50)
   p.add_argument("--objective", choices=("nsp", "none"), default="nsp",
@@ -110,25 +112,32 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def prepare_batches(args):
-  """(vocab_size, vocab_dir, dataset info, batches): --steps batches from our input pipeline."""
+  """(vocab_size, vocab path, dataset info, batches): --steps batches from our input pipeline."""
   from bert_jax.data import input_pipeline
   from bert_jax.data.prepare import prepare
   from bert_jax.text.vocab import train_vocab
-  # One cache per corpus and vocab size (vocab) and per dataset settings (data): a different
-  # --corpus or --objective must not reuse another's.
-  tag = hashlib.sha1(f"{os.path.abspath(args.corpus)}:{args.vocab_size}".encode()).hexdigest()[:12]
-  vocab_dir = os.path.join(args.work_dir, tag, "vocab")
+  # One cache per corpus and vocabulary (vocab) and per dataset settings (data): a different
+  # --corpus, --vocab or --objective must not reuse another's.
+  if args.vocab:
+    with open(args.vocab, "rb") as f:
+      key = hashlib.sha1(f.read()).hexdigest()
+    vocab_path = args.vocab
+  else:
+    key = str(args.vocab_size)
+  tag = hashlib.sha1(f"{os.path.abspath(args.corpus)}:{key}".encode()).hexdigest()[:12]
+  if not args.vocab:
+    vocab_path = os.path.join(args.work_dir, tag, "vocab", "vocab.txt")
+    if not os.path.exists(vocab_path):
+      train_vocab(args.corpus, os.path.dirname(vocab_path), vocab_size=args.vocab_size,
+                  kind="wordpiece", lower_case=True)
   data_tag = f"data_{args.objective}_{args.seq_len}_{args.max_predictions_per_seq}"
   if (args.objective, args.seq_len, args.max_predictions_per_seq) == ("nsp", 128, 20):
     data_tag = "data"  # the cache of the original benchmark
   data_dir = os.path.join(args.work_dir, tag, data_tag)
-  if not os.path.exists(os.path.join(vocab_dir, "vocab.txt")):
-    train_vocab(args.corpus, vocab_dir, vocab_size=args.vocab_size, kind="wordpiece",
-                lower_case=True)
   if not os.path.exists(data_dir):
     # Dynamic masking: the prepared rate and strategy are only the defaults the pipeline
     # overrides below (prepare checks that the rate's count fits max_predictions_per_seq).
-    prepare(input=args.corpus, vocab=os.path.join(vocab_dir, "vocab.txt"), data_dir=data_dir,
+    prepare(input=args.corpus, vocab=vocab_path, data_dir=data_dir,
             max_seq_length=args.seq_len, max_predictions_per_seq=args.max_predictions_per_seq,
             masked_lm_prob=args.masked_lm_prob, objective=args.objective)
   info = input_pipeline.dataset_info(data_dir)
@@ -139,7 +148,7 @@ def prepare_batches(args):
       mask_token_prob=args.mask_token_prob, random_token_prob=args.random_token_prob)
   batches = [next(it) for _ in range(args.steps)]
   del it  # (its prefetching threads stop with it)
-  return info["vocab_size"], vocab_dir, info, batches
+  return info["vocab_size"], vocab_path, info, batches
 
 
 def run_ours(args, vocab_size, batches, hf_dir):
@@ -248,14 +257,15 @@ def unmask(batch: dict):
   return ids
 
 
-def hf_tokenizer(vocab_dir: str, vocab_size: int):
-  """BertTokenizerFast from our vocab.txt, offline. Not `BertTokenizerFast(vocab_file=...)`: in
-  transformers 5 that keyword is ignored and the tokenizer has the 5 special tokens only (the
-  collator would then draw its random replacements among ids 0-4)."""
+def hf_tokenizer(vocab_path: str, vocab_size: int):
+  """BertTokenizerFast from our vocab.txt, offline: transformers 5's `vocab=` (a path or a dict).
+  Not `BertTokenizerFast(vocab_file=...)`, transformers 4's keyword: 5 ignores it and builds a
+  tokenizer of the 5 special tokens only (the collator would then draw its random replacements
+  among ids 0-4)."""
   import transformers
-  tok = transformers.BertTokenizerFast.from_pretrained(vocab_dir, do_lower_case=True)
+  tok = transformers.BertTokenizerFast(vocab=vocab_path, do_lower_case=True)
   if len(tok) != vocab_size:
-    raise RuntimeError(f"HF tokenizer from {vocab_dir} has {len(tok)} tokens, expected "
+    raise RuntimeError(f"HF tokenizer from {vocab_path} has {len(tok)} tokens, expected "
                        f"{vocab_size}")
   return tok
 
@@ -328,9 +338,9 @@ class MaskStats:
             "multi_piece_share": n["multi_piece"] / m}
 
 
-def _is_word_start(vocab_dir: str):
+def _is_word_start(vocab_path: str):
   from bert_jax.text.tokenization import Tokenizer
-  return Tokenizer.from_file(os.path.join(vocab_dir, "vocab.txt"), lower_case=True).is_word_start
+  return Tokenizer.from_file(vocab_path, lower_case=True).is_word_start
 
 
 def ours_mask_stats(batches, special_ids: dict, is_word_start) -> dict:
@@ -345,14 +355,14 @@ def ours_mask_stats(batches, special_ids: dict, is_word_start) -> dict:
   return st.summary()
 
 
-def run_torch_collator(args, batches, hf_dir, vocab_dir, vocab_size, info):
+def run_torch_collator(args, batches, hf_dir, vocab_path, vocab_size, info):
   """(mlm losses, None, seconds, stats): HF masks our unmasked rows with its own collator."""
   import torch
   model, opt, sched = _torch_model_and_optimizer(args, hf_dir)
-  tokenizer = hf_tokenizer(vocab_dir, vocab_size)
+  tokenizer = hf_tokenizer(vocab_path, vocab_size)
   collator, kind = hf_collator(args, tokenizer)
   special_ids = info["special_ids"]
-  is_word_start = _is_word_start(vocab_dir)
+  is_word_start = _is_word_start(vocab_path)
   mlm = []
   stats = MaskStats(special_ids, is_word_start)
   t = time.perf_counter()
@@ -374,6 +384,17 @@ def run_torch_collator(args, batches, hf_dir, vocab_dir, vocab_size, info):
   return mlm, None, time.perf_counter() - t, {"collator": kind, "hf": stats.summary()}
 
 
+def unigram_entropy(batches, special_ids: dict) -> float:
+  """Entropy (nats) of the token frequencies of the rows' non-special tokens: about the MLM loss
+  of a model that predicts the frequencies and ignores the context."""
+  import numpy as np
+  ids = np.concatenate([unmask(b).ravel() for b in batches])
+  ids = ids[~np.isin(ids, [special_ids["[CLS]"], special_ids["[SEP]"], special_ids["[PAD]"]])]
+  p = np.bincount(ids) / len(ids)
+  p = p[p > 0]
+  return float(-(p * np.log(p)).sum())
+
+
 def compare(args: argparse.Namespace) -> dict:
   """Runs both sides; returns the per-step losses, the windows, the final-window differences
   and whether they are within args.tolerance (the benchmark's whole computation)."""
@@ -381,15 +402,15 @@ def compare(args: argparse.Namespace) -> dict:
   args = resolve(args)
   if not os.path.exists(args.corpus):
     raise SystemExit(f"error: --corpus={args.corpus}: no such file")
-  vocab_size, vocab_dir, info, batches = prepare_batches(args)
+  vocab_size, vocab_path, info, batches = prepare_batches(args)
   hf_dir = os.path.join(args.work_dir, "init_hf")
   import shutil
   shutil.rmtree(hf_dir, ignore_errors=True)
   ours = run_ours(args, vocab_size, batches, hf_dir)
   stats = {}
   if args.hf_collator:
-    *theirs, stats = run_torch_collator(args, batches, hf_dir, vocab_dir, vocab_size, info)
-    stats["ours"] = ours_mask_stats(batches, info["special_ids"], _is_word_start(vocab_dir))
+    *theirs, stats = run_torch_collator(args, batches, hf_dir, vocab_path, vocab_size, info)
+    stats["ours"] = ours_mask_stats(batches, info["special_ids"], _is_word_start(vocab_path))
   else:
     theirs = run_torch(args, batches, hf_dir)
   w = args.window
@@ -404,7 +425,8 @@ def compare(args: argparse.Namespace) -> dict:
   rel = {k: abs(a - b) / abs(b) for k, (a, b) in final.items()}
   return {"args": args, "vocab_size": vocab_size, "losses": series, "windows": windows,
           "final": final, "rel": rel, "ok": all(r <= args.tolerance for r in rel.values()),
-          "seconds": (ours[2], theirs[2]), "stats": stats}
+          "seconds": (ours[2], theirs[2]), "stats": stats,
+          "unigram_entropy": unigram_entropy(batches, info["special_ids"])}
 
 
 def report(r: dict) -> None:
@@ -427,7 +449,7 @@ def report(r: dict) -> None:
   head = f"{'steps':>11s}"
   for k in keys:
     head += f" {k.upper() + ' ours':>9s} {k.upper() + ' ' + peer:>9s}"
-  print(head + f" {'diff':>7s}")
+  print(head + f" {'diff':>7s}")  # of the MLM loss
   for s, e, v in r["windows"]:
     line = f"{s:5d}-{e:5d}"
     for k in keys:
@@ -443,6 +465,8 @@ def report(r: dict) -> None:
             f"{100 * st['kept_share']:.1f} / {100 * st['random_share']:.1f}%; "
             f"{100 * st['multi_piece_share']:.1f}%")
     print(f"  [CLS]/[SEP]/[PAD] masked: ours {o['masked_special']}, HF {h['masked_special']}")
+  print(f"unigram entropy of the rows' non-special tokens: {r['unigram_entropy']:.4f} (a "
+        "context-blind model's MLM loss)")
   parts = [f"{k.upper()} {o:.4f} vs {t:.4f} ({100 * r['rel'][k]:.2f}%)"
            for k, (o, t) in r["final"].items()]
   print(f"final window: {', '.join(parts)} -> {'PASS' if r['ok'] else 'FAIL'} "

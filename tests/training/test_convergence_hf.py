@@ -8,14 +8,22 @@ or per word with whole_word_mask=True), the same AdamW, dropout off. Passes when
 50-step windows of the MLM loss are within 2% and both sides really trained (the final window
 at least 1 nat below the untrained model's loss, ~ln 2000 = 7.6).
 
-Size: batch 16 x 64, vocab 2000, 300 steps; HF's side on one torch thread (on a shared 2-core
-host its default two threads ran 6x slower). About 65-75 s each here (docs/benchmarks.md).
+Size: batch 16 x 64, the fixed 2,000-token vocabulary of the sample (tests/fixtures/sample_vocab;
+one trained at test time differs from run to run), 300 steps; HF's side on one torch thread (on
+this shared 2-core host torch's default two threads ran it up to 6x slower). 48-82 s each here.
+
+What the 2% bound can and cannot see at this size (docs/benchmarks.md, "Convergence against HF
+collators"): the loss ends near the rows' unigram entropy, so HF masking at 0.15 instead of 0.3
+stays within 1.8% (two seeds differ by 0.8%), while 80/10/10 against [MASK]-only is 2.8% apart.
+The masking itself is therefore checked directly too: masked share, [MASK] / kept / random
+shares, no special token masked.
 """
 
 import importlib.util
 import pathlib
 import sys
 
+import helpers
 import numpy as np
 import pytest
 
@@ -52,7 +60,7 @@ def test_mlm_without_nsp_trains_like_hf_collator(work_dir, strategy):
   args = cv.parser().parse_args([
       "--objective=none", "--hf_collator", "--masked_lm_prob=0.3",
       f"--masking_strategy={strategy}", f"--steps={STEPS}", f"--window={WINDOW}",
-      "--batch_size=16", "--seq_len=64", "--vocab_size=2000", "--torch_threads=1",
+      "--batch_size=16", "--seq_len=64", f"--vocab={helpers.sample_vocab()}", "--torch_threads=1",
       f"--work_dir={work_dir}"])
   r = cv.compare(args)
   cv.report(r)  # the table, in pytest's captured output
