@@ -7,11 +7,8 @@ import random
 import numpy as np
 import pytest
 
-import helpers
 from bert_jax import paths
-from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.data import examples as pdata
-from bert_jax.text.tokenization import Tokenizer
 
 # ------------------------------------------------- the reference (latest master), on token strings
 
@@ -141,20 +138,6 @@ def ref_masked_lm(tokens, masked_lm_prob, max_predictions_per_seq, vocab_words, 
 
 
 # ------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-  path = helpers.sample_vocab()
-  return Tokenizer.from_file(path)
-
-
-@pytest.fixture(scope="module")
-def documents(tokenizer):
-  shard = pdata.plan_text_shards([SAMPLE_CORPUS], shard_bytes=1 << 20)[0]  # the whole sample
-  raw, invalid = pdata.read_text_documents(shard)
-  assert invalid == 0 and len(raw) == 83
-  return pdata.tokenize_documents(tokenizer, raw)
 
 
 def _copy(documents):

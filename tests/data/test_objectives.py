@@ -7,23 +7,8 @@ import random
 import numpy as np
 import pytest
 
-import helpers
 from bert_jax.data import SAMPLE_CORPUS
 from bert_jax.data import examples as pdata
-from bert_jax.text.tokenization import Tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-  path = helpers.sample_vocab()
-  return Tokenizer.from_file(path)
-
-
-@pytest.fixture(scope="module")
-def documents(tokenizer):
-  (shard,) = pdata.plan_text_shards([SAMPLE_CORPUS])  # the sample is one shard
-  raw, _ = pdata.read_text_documents(shard)
-  return pdata.tokenize_documents(tokenizer, raw)
 
 
 def _make(documents, tokenizer, seed=0, **kw):

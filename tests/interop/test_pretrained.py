@@ -214,8 +214,17 @@ def test_masked_lm_round_trips_without_pooler_or_nsp(vocab, tmp_path, fmt):
     assert type(load_pretrained(out, task=None)).__name__ == "BertForMaskedLM"
 
 
+def _hf_logits(hf, ids, types, mask):
+  """A transformers model's logits (eval mode, no grad) for numpy inputs."""
+  import torch
+  with torch.no_grad():
+    return hf.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
+                     token_type_ids=torch.tensor(types, dtype=torch.long),
+                     attention_mask=torch.tensor(mask, dtype=torch.long)).logits.numpy()
+
+
 def test_transformers_loads_our_masked_lm_export_to_the_same_logits(tmp_path):
-  torch = pytest.importorskip("torch")
+  pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   mlm = random_model(small_config(hidden_act="gelu"), "masked_lm")
   d = save_pretrained(mlm, tmp_path / "hf", format="hf")
@@ -223,10 +232,7 @@ def test_transformers_loads_our_masked_lm_export_to_the_same_logits(tmp_path):
                                                           output_loading_info=True)
   assert not info["missing_keys"] and not info["unexpected_keys"], info
   ids, types, mask = batch(mlm.config)
-  with torch.no_grad():
-    want = hf.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
-                     token_type_ids=torch.tensor(types, dtype=torch.long),
-                     attention_mask=torch.tensor(mask, dtype=torch.long)).logits.numpy()
+  want = _hf_logits(hf, ids, types, mask)
   np.testing.assert_allclose(np.asarray(mlm(ids, types, mask).mlm_logits), want, atol=ATOL,
                              rtol=0)
 
@@ -249,10 +255,7 @@ def test_an_hf_pretraining_directory_loads_as_masked_lm_like_transformers(tmp_pa
   assert "pooler" not in params_of(ours)["bert"] and "nsp" not in params_of(ours)
   hf = transformers.BertForMaskedLM.from_pretrained(tmp_path / "hf", attn_implementation="eager")
   ids, types, mask = batch(cfg)
-  with torch.no_grad():
-    want = hf.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
-                     token_type_ids=torch.tensor(types, dtype=torch.long),
-                     attention_mask=torch.tensor(mask, dtype=torch.long)).logits.numpy()
+  want = _hf_logits(hf, ids, types, mask)
   np.testing.assert_allclose(np.asarray(ours(ids, types, mask).mlm_logits), want, atol=ATOL,
                              rtol=0)
 
