@@ -27,7 +27,7 @@ from bert_jax.finetuning import steps
 from bert_jax.finetuning.steps import INPUTS
 from bert_jax.finetuning.tasks import TASKS, create_task
 from bert_jax.models import flops as flops_lib
-from bert_jax.models.bert import create_model
+from bert_jax.models.families import create_model
 from bert_jax.models.config import PRESETS
 from bert_jax.parallel import sharding
 from bert_jax.training import config as config_lib

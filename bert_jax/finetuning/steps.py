@@ -27,7 +27,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from bert_jax.models.bert import create_model
+from bert_jax.models.families import create_model
 from bert_jax.models.config import BertConfig
 from bert_jax.parallel import sharding
 from bert_jax.training import optim

@@ -1,5 +1,7 @@
 """One table between our parameter tree and the HF / google-research/bert checkpoint names.
 
+For BERT both HF and TF1 names; for ModernBERT HF's (`ModernBert*`) only (`tf1` is "").
+
 Each `Entry` ties a slice of one of our parameters (the fused QKV kernel per query/key/value)
 to one named tensor in HF transformers' and in
 google-research/bert's (TF1) naming, with the layout rules:
@@ -61,7 +63,9 @@ class Entry:
 
 
 # How many trailing axes of our kernel are output axes (default 1).
-_OUT_DIMS = {("qkv", "kernel"): 2}  # per query/key/value slice: [H, N, D] -> out = (N, D)
+_OUT_DIMS = {("qkv", "kernel"): 2,  # BERT, per query/key/value slice: [H, N, D] -> out (N, D)
+             ("wqkv", "kernel"): 3,  # ModernBERT's fused [H, 3, N, D] -> HF Wqkv [3·N·D, H]
+             ("wi", "kernel"): 2}  # ModernBERT's GLU [H, 2, I] -> HF Wi [2·I, H] (input, gate)
 
 
 def _dense(ours: Path, hf: str, tf1: str, head: str, index=()) -> list[Entry]:
@@ -74,8 +78,60 @@ def _layer_norm(ours: Path, hf: str, tf1: str, head: str, index=()) -> list[Entr
           Entry(ours + ("bias",), index, hf + ".bias", tf1 + "/beta", "vector", head)]
 
 
+def _modernbert_entries(config, task: str) -> list[Entry]:
+  """HF ModernBert* names: `model.` for the encoder, `head.` / `decoder.` / `classifier.`."""
+  base = () if task == "encoder" else ("model",)
+
+  def vec(ours, hf, head):
+    return Entry(base + ours if head == "encoder" else ours, (), hf, "", "vector", head)
+
+  def norm(ours, hf, head="encoder"):
+    out = [vec(ours + ("scale",), hf + ".weight", head)]
+    if config.norm_bias:
+      out.append(vec(ours + ("bias",), hf + ".bias", head))
+    return out
+
+  def dense(ours, hf, bias, head="encoder"):
+    path = base + ours if head == "encoder" else ours
+    out = [Entry(path + ("kernel",), (), hf + ".weight", "", "kernel", head)]
+    if bias:
+      out.append(Entry(path + ("bias",), (), hf + ".bias", "", "vector", head))
+    return out
+
+  out = [Entry(base + ("embeddings", "tok_embeddings", "embedding"), (),
+               "model.embeddings.tok_embeddings.weight", "", "table", "encoder")]
+  out += norm(("embeddings", "norm"), "model.embeddings.norm")
+  for i in range(config.num_hidden_layers):
+    lay, hf = ("encoder", "layers", i), f"model.layers.{i}"
+    if i:
+      out += norm(lay + ("attn_norm",), f"{hf}.attn_norm")
+    out += dense(lay + ("attn", "wqkv"), f"{hf}.attn.Wqkv", config.attention_bias)
+    out += dense(lay + ("attn", "wo"), f"{hf}.attn.Wo", config.attention_bias)
+    out += norm(lay + ("mlp_norm",), f"{hf}.mlp_norm")
+    out += dense(lay + ("mlp", "wi"), f"{hf}.mlp.Wi", config.mlp_bias)
+    out += dense(lay + ("mlp", "wo"), f"{hf}.mlp.Wo", config.mlp_bias)
+  out += norm(("final_norm",), "model.final_norm")
+  if task == "encoder":
+    return out
+  # The prediction head: the MLM's, and each fine-tuning head's own copy (HF loads the MLM's
+  # head into a classifier, as names match).
+  head = "mlm" if task == "masked_lm" else "classifier"
+  out += dense(("head", "dense"), "head.dense", config.classifier_bias, head)
+  out += norm(("head", "norm"), "head.norm", head)
+  if task == "masked_lm":
+    if config.decoder_bias:
+      out.append(Entry(("decoder_bias",), (), "decoder.bias", "", "vector", "mlm"))
+  else:
+    kind = "qa" if task == "question_answering" else "classifier"
+    out.append(Entry(("classifier", "kernel"), (), "classifier.weight", "", "out_weights", kind))
+    out.append(Entry(("classifier", "bias"), (), "classifier.bias", "", "vector", kind))
+  return out
+
+
 def entries(config: BertConfig, task: str, *, with_pooler: bool | None = None) -> list[Entry]:
-  """Every tensor of a `task` model (see bert_jax.models.TASKS)."""
+  """Every tensor of a `task` model of the config's family (bert_jax.models.families)."""
+  if config.model_type == "modernbert":
+    return _modernbert_entries(config, task)
   if with_pooler is None:
     with_pooler = task in ("pretraining", "encoder", "classification")
   base = () if task == "encoder" else ("bert",)
@@ -141,12 +197,13 @@ def is_ignorable(name: str) -> bool:
   return (leaf in ("adam_m", "adam_v", "global_step", "position_ids", "token_type_ids",
                    "good_steps", "bad_steps", "loss_scale", "current_loss_scale")
           or name.endswith(("/adam_m", "/adam_v"))
-          or name in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"))
+          or name in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias",
+                      "decoder.weight"))  # ModernBERT's decoder: tied to tok_embeddings
 
 
 # Tensors of heads another task has: unused by this task (a warning, not an error).
 HEAD_PREFIXES = ("cls.", "cls/", "classifier.", "qa_outputs.", "output_weights", "output_bias",
-                 "bert.pooler.", "bert/pooler/", "pooler.")
+                 "bert.pooler.", "bert/pooler/", "pooler.", "head.", "decoder.")
 
 
 def leaf_paths(tree: dict, prefix: Path = ()) -> Iterator[tuple[Path, object]]:

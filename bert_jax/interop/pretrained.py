@@ -1,4 +1,6 @@
-"""Load and save BERT checkpoints in the formats people have: HF, google-research/bert, ours.
+"""Load and save encoder checkpoints in the formats people have: HF, google-research/bert, ours.
+
+Both families: BERT (every format) and ModernBERT (HF `model_type: modernbert`, and ours).
 
     model = bert_jax.load_pretrained("path/to/bert-base-uncased")           # HF directory
     model = bert_jax.load_pretrained("uncased_L-12_H-768_A-12", task="classification",
@@ -35,20 +37,28 @@ from bert_jax import paths
 from bert_jax.errors import UserError
 from bert_jax.interop import names as names_lib
 from bert_jax.interop import safetensors_io
-from bert_jax.models.bert import TASKS, create_model
-from bert_jax.models.config import BertConfig
+from bert_jax.models import families
+from bert_jax.models.config import (CONFIG_CLASSES, BertConfig, ModelConfig, config_class,
+                                    config_from_json_file)
+from bert_jax.models.families import create_model
 
 log = logging.getLogger("bert_jax")
 
 FORMATS = ("hf", "tf1", "orbax")
-VOCAB_FILES = ("vocab.txt", "spm.model")
+VOCAB_FILES = ("vocab.txt", "spm.model", "tokenizer.json")
 EXPORT_MARKER = "bert_jax.json"
 FORMAT_VERSION = 1
-_HF_ARCH = {"pretraining": "BertForPreTraining", "masked_lm": "BertForMaskedLM",
-            "encoder": "BertModel",
-            "classification": "BertForSequenceClassification",
-            "token_classification": "BertForTokenClassification",
-            "question_answering": "BertForQuestionAnswering"}
+_HF_ARCH = {  # per family: task -> HF class name (config.json `architectures`)
+    "bert": {"pretraining": "BertForPreTraining", "masked_lm": "BertForMaskedLM",
+             "encoder": "BertModel", "classification": "BertForSequenceClassification",
+             "token_classification": "BertForTokenClassification",
+             "question_answering": "BertForQuestionAnswering"},
+    "modernbert": {"masked_lm": "ModernBertForMaskedLM", "encoder": "ModernBertModel",
+                   "classification": "ModernBertForSequenceClassification",
+                   "token_classification": "ModernBertForTokenClassification",
+                   "question_answering": "ModernBertForQuestionAnswering"},
+}
+_FAMILY_NAMES = {"bert": "BERT", "modernbert": "ModernBERT"}
 
 
 class CheckpointError(UserError):
@@ -108,11 +118,24 @@ class _Source:
     self.where, self.shapes, self.get = where, shapes, get
 
 
-def _read_hf(p: epath.Path) -> tuple[BertConfig, _Source]:
-  config = BertConfig.from_json_file(p / "config.json")
+def _hf_config(p: epath.Path) -> ModelConfig:
+  """config.json of an HF directory as the config of its family (by `model_type`)."""
+  try:
+    model_type = json.loads((p / "config.json").read_text()).get("model_type")
+  except (ValueError, AttributeError, UnicodeDecodeError):
+    model_type = None  # from_json_file says what is wrong with the file
+  if model_type is not None and model_type not in CONFIG_CLASSES:
+    raise CheckpointError(
+        f"{p / 'config.json'}: model_type {model_type!r} is not supported; bert_jax loads "
+        f"{', '.join(CONFIG_CLASSES)} checkpoints (convert the model or use one of those)")
+  return config_class(model_type).from_json_file(p / "config.json")
+
+
+def _read_hf(p: epath.Path) -> tuple[ModelConfig, _Source]:
+  config = _hf_config(p)
   if (p / "model.safetensors").exists() or (p / "model.safetensors.index.json").exists():
     where, held = _open_hf_safetensors(p)
-    stored = _normalize_hf_names({k: k for k in held})  # our name -> name in the file
+    stored = _normalize_hf_names({k: k for k in held}, config)  # our name -> name in the file
     return config, _Source(where, {k: held[v].shapes[v] for k, v in stored.items()},
                            lambda name: held[stored[name]][stored[name]])
   where = str(p / "pytorch_model.bin")
@@ -127,7 +150,7 @@ def _read_hf(p: epath.Path) -> tuple[BertConfig, _Source]:
   except Exception as e:  # noqa: BLE001 - torch raises many types here
     raise CheckpointError(f"{where}: cannot be read safely with torch.load(weights_only=True) "
                           f"({type(e).__name__}); convert it to safetensors") from None
-  tensors = _normalize_hf_names({k: v.float().numpy() for k, v in sd.items()})
+  tensors = _normalize_hf_names({k: v.float().numpy() for k, v in sd.items()}, config)
   return config, _Source(where, {k: tuple(v.shape) for k, v in tensors.items()},
                          tensors.__getitem__)
 
@@ -161,8 +184,12 @@ def _open_hf_safetensors(p: epath.Path) -> tuple[str, dict]:
   return where, held
 
 
-def _normalize_hf_names(tensors: dict) -> dict:
+def _normalize_hf_names(tensors: dict, config: ModelConfig) -> dict:
   out = {}
+  if config.model_type == "modernbert":  # a ModernBertModel saved on its own lacks "model."
+    bare = not any(k.startswith("model.") for k in tensors)
+    return {("model." + k if bare and k.startswith(("embeddings.", "layers.", "final_norm."))
+             else k): v for k, v in tensors.items()}
   bare = not any(k.startswith("bert.") for k in tensors)  # a BertModel saved on its own
   for k, v in tensors.items():
     k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
@@ -224,9 +251,15 @@ def _set_path(tree: dict, path: tuple, value):
   tree[path[-1]] = value
 
 
-def _build(config: BertConfig, task: str, src: _Source, naming: str, seed: int,
+def _build(config: ModelConfig, task: str, src: _Source, naming: str, seed: int,
            head_kwargs: dict) -> nnx.Module:
   key = "hf" if naming == "hf" else "tf1"
+  if task == "pretraining" and config.model_type == "modernbert":
+    task = "masked_lm"  # ModernBERT's pretraining model (it has no sentence-pair head)
+  try:
+    families.check_task(config, task)
+  except ValueError as e:
+    raise CheckpointError(f"{src.where}: {e}") from None
   all_entries = names_lib.entries(config, task)
   # The vocabulary check first: the most common mismatch, with the most useful message.
   word = all_entries[0]
@@ -273,7 +306,8 @@ def _build(config: BertConfig, task: str, src: _Source, naming: str, seed: int,
   if unexpected:
     raise CheckpointError(
         f"{src.where}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all) for a "
-        f"{config.num_hidden_layers}-layer BERT; the config file does not match these weights")
+        f"{config.num_hidden_layers}-layer {_FAMILY_NAMES[config.model_type]}; the config file "
+        "does not match these weights")
   if unused_heads:
     log.warning("%s: %d tensors not used by task %r (e.g. %s)", src.where, len(unused_heads),
                 task, unused_heads[0])
@@ -296,21 +330,19 @@ def _build(config: BertConfig, task: str, src: _Source, naming: str, seed: int,
   return nnx.merge(graphdef, abs_state)
 
 
-def _hf_task(p: epath.Path) -> str:
-  """The task of an HF directory's first `architectures` entry ("pretraining" if none of ours)."""
+def _hf_task(p: epath.Path, config: ModelConfig) -> str:
+  """The task of an HF directory's first `architectures` entry (if none of ours: "pretraining"
+  for BERT, "masked_lm" for ModernBERT)."""
   try:
     archs = json.loads((p / "config.json").read_text()).get("architectures") or []
   except (ValueError, AttributeError):
     archs = []
-  by_arch = {arch: task for task, arch in _HF_ARCH.items()}
-  return by_arch.get(archs[0], "pretraining") if archs else "pretraining"
+  by_arch = {arch: task for task, arch in _HF_ARCH[config.model_type].items()}
+  default = "masked_lm" if config.model_type == "modernbert" else "pretraining"
+  return by_arch.get(archs[0], default) if archs else default
 
 
-def _task_of(model: nnx.Module) -> str:
-  for task, cls in TASKS.items():
-    if type(model) is cls:
-      return task
-  raise TypeError(f"not a bert_jax model: {type(model).__name__}")
+_task_of = families.task_of
 
 
 # ---- our own format ---------------------------------------------------------------------------
@@ -328,7 +360,7 @@ def _load_orbax(p: epath.Path, task: str | None, config_overrides: dict, seed: i
   if meta.get("format_version") != FORMAT_VERSION:
     raise CheckpointError(f"{p / EXPORT_MARKER}: format_version {meta.get('format_version')!r} "
                           f"is not {FORMAT_VERSION}; re-export with this bert_jax version")
-  config = BertConfig.from_json_file(p / "config.json", **config_overrides)
+  config = config_from_json_file(p / "config.json", **config_overrides)
   saved_task = meta.get("task", "pretraining")
   saved_heads = dict(meta.get("head_kwargs", {}))
   if task is None or task == saved_task:
@@ -355,15 +387,16 @@ def load_pretrained(path, task: str | None = "pretraining", *, config_overrides=
                     seed: int = 0, **head_kwargs) -> nnx.Module:
   """Loads a checkpoint directory (HF, google-research/bert or bert_jax export) as `task`.
 
-  task: one of bert_jax.models.TASKS ("pretraining", "masked_lm", "encoder", "classification",
-    "token_classification", "question_answering"); None keeps a bert_jax export's own task,
-    or an HF directory's (its config.json `architectures`; "pretraining" if not one of ours).
-  config_overrides: BertConfig fields to change (e.g. {"dtype": "bfloat16"}).
+  task: one of bert_jax.models.families.ALL_TASKS ("pretraining", "masked_lm", "encoder",
+    "classification", "token_classification", "question_answering"); None keeps a bert_jax
+    export's own task, or an HF directory's (its config.json `architectures`; "pretraining"
+    if not one of ours). For ModernBERT "pretraining" means its pretraining model, masked_lm.
+  config_overrides: config fields to change (e.g. {"dtype": "bfloat16"}).
   head_kwargs: e.g. num_labels=3 (inferred from the checkpoint's classifier when present).
   Heads the checkpoint lacks are initialised fresh (with `seed`) and named in a warning.
   """
-  if task is not None and task not in TASKS:
-    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+  if task is not None and task not in families.ALL_TASKS:
+    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(families.ALL_TASKS)}")
   fmt = detect_format(path)
   p = epath.Path(path)
   overrides = dict(config_overrides or {})
@@ -373,7 +406,7 @@ def load_pretrained(path, task: str | None = "pretraining", *, config_overrides=
     config, src = _read_hf(p) if fmt == "hf" else _read_tf1(p)
     config = config.replace(**overrides) if overrides else config
     if task is None:
-      task = _hf_task(p) if fmt == "hf" else "pretraining"
+      task = _hf_task(p, config) if fmt == "hf" else "pretraining"
     model = _build(config, task, src, fmt, seed, head_kwargs)
   folder = p if p.is_dir() else p.parent
   model.vocab_files = tuple(str(folder / f) for f in VOCAB_FILES if (folder / f).exists())
@@ -410,7 +443,8 @@ def named_tensors(model: nnx.Module, naming: str, dtype: str | None = None) -> d
   for e in names_lib.entries(model.config, task):
     t = e.to_2d(_get_path(params, e.ours)[e.index])
     if naming == "hf":
-      name = e.hf.removeprefix("bert.") if task == "encoder" else e.hf
+      prefix = "model." if model.config.model_type == "modernbert" else "bert."
+      name = e.hf.removeprefix(prefix) if task == "encoder" else e.hf
       out[name] = _cast(e.tf1_to_hf(t), dtype)
     else:
       out[e.tf1] = _cast(t, dtype)
@@ -434,16 +468,19 @@ def save_pretrained(model: nnx.Module, path, *, format: str = "hf", vocab=None, 
     raise FileExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) or choose "
                           "another output directory")
   task = _task_of(model)
+  if format == "tf1" and model.config.model_type != "bert":
+    raise ValueError(f"format 'tf1' (google-research/bert) holds BERT only, not "
+                     f"{_FAMILY_NAMES[model.config.model_type]}; use format 'hf' or 'orbax'")
   vocab_files = _vocab_sources(model, vocab)
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
   tmp.mkdir()
   try:
-    config: BertConfig = model.config
+    config: ModelConfig = model.config
     num_labels = getattr(model, "num_labels", None)
     if format == "hf":
       d = config.to_hf_dict()
-      d["architectures"] = [_HF_ARCH[task]]
+      d["architectures"] = [_HF_ARCH[config.model_type][task]]
       if num_labels is not None:
         labels = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}
         d["id2label"] = {str(k): v for k, v in labels.items()}
@@ -479,7 +516,8 @@ def save_pretrained(model: nnx.Module, path, *, format: str = "hf", vocab=None, 
       ckptr.save((tmp / "params").resolve(), params)
       ckptr.wait_until_finished()
     for f in vocab_files:
-      name = "spm.model" if f.name.endswith(".model") else "vocab.txt"
+      name = ("spm.model" if f.name.endswith(".model") else
+              "tokenizer.json" if f.name.endswith(".json") else "vocab.txt")
       f.copy(tmp / name)
     for name, text in (extra_files or {}).items():
       (tmp / name).write_text(text)

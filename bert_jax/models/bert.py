@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax.models.attention import (attention_mask_to_bool, dot_product_attention,
-                                       packed_attention_mask)
+from bert_jax.models.attention import dot_product_attention, make_mask
 from bert_jax.models.config import BertConfig
 from bert_jax.models.dropout import dropout
 from bert_jax.models.layers import Dense, Embed, LayerNorm, activation, param
@@ -242,13 +241,10 @@ class BertModel(nnx.Module):
                        f"{self.config.max_position_embeddings}")
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
     if position_ids is None:
       position_ids = jnp.arange(length, dtype=jnp.int32)[None, :]
     x = self.embeddings(input_ids, token_type_ids, position_ids, _rng(rng, 0, _RNG_EMBED))
-    mask = (packed_attention_mask(segment_ids) if segment_ids is not None
-            else attention_mask_to_bool(attention_mask))
+    mask = make_mask(attention_mask, segment_ids, input_ids.shape)
     x = self.encoder(x, mask, rng)
     pooled = self.pooler(x, cls_positions) if self.pooler is not None else None
     return BertOutput(sequence_output=x, pooled_output=pooled)
@@ -416,10 +412,3 @@ TASKS: dict[str, Any] = {
     "question_answering": BertForQuestionAnswering,
 }
 
-
-def create_model(config: BertConfig, task: str = "pretraining", *, seed: int = 0,
-                 **head_kwargs) -> nnx.Module:
-  """A freshly initialised model for `task` (one of TASKS)."""
-  if task not in TASKS:
-    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-  return TASKS[task](config, rngs=nnx.Rngs(params=seed), **head_kwargs)

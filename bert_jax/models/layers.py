@@ -24,9 +24,10 @@ def param(init, key, shape: Sequence[int], names: Sequence[str | None]) -> nnx.P
   return nnx.Param(init(key, shape, jnp.float32), out_sharding=names, eager_sharding=False)
 
 
-def truncated_normal(stddev: float):
-  """BERT's tf.truncated_normal_initializer: N(0, stddev) cut at 2 stddev (no rescaling)."""
-  return jax.nn.initializers.truncated_normal(stddev=stddev)
+def truncated_normal(stddev: float, cutoff: float = 2.0):
+  """N(0, stddev) cut at ±cutoff·stddev, not rescaled: BERT's tf.truncated_normal_initializer
+  (cutoff 2) and torch's trunc_normal_(std, a=-c·std, b=c·std) as ModernBERT uses it."""
+  return jax.nn.initializers.truncated_normal(stddev=stddev, lower=-cutoff, upper=cutoff)
 
 
 def activation(name: str):
@@ -49,12 +50,12 @@ class Dense(nnx.Module):
 
   def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int],
                names: Sequence[str | None], *, rngs: nnx.Rngs, init_std: float = 0.02,
-               use_bias: bool = True, dtype=jnp.float32):
+               init_cutoff: float = 2.0, use_bias: bool = True, dtype=jnp.float32):
     in_shape, out_shape = tuple(in_shape), tuple(out_shape)
     self.num_in = len(in_shape)
     self.dtype = dtype
-    self.kernel = param(truncated_normal(init_std), rngs.params(), in_shape + out_shape,
-                        names)
+    self.kernel = param(truncated_normal(init_std, init_cutoff), rngs.params(),
+                        in_shape + out_shape, names)
     self.bias = (param(jax.nn.initializers.zeros, None, out_shape, names[self.num_in:])
                  if use_bias else None)
 
@@ -81,8 +82,8 @@ class Embed(nnx.Module):
   """A lookup table [num_embeddings, features]; `attend` is the tied output projection."""
 
   def __init__(self, num_embeddings: int, features: int, names: Sequence[str], *,
-               rngs: nnx.Rngs, init_std: float = 0.02):
-    self.embedding = param(truncated_normal(init_std), rngs.params(),
+               rngs: nnx.Rngs, init_std: float = 0.02, init_cutoff: float = 2.0):
+    self.embedding = param(truncated_normal(init_std, init_cutoff), rngs.params(),
                            (num_embeddings, features), names)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
@@ -99,17 +100,20 @@ class Embed(nnx.Module):
 
 
 class LayerNorm(nnx.Module):
-  """LayerNorm with float32 statistics; output in `dtype`. BERT uses epsilon 1e-12."""
+  """LayerNorm with float32 statistics; output in `dtype`. BERT uses epsilon 1e-12 and a bias;
+  ModernBERT epsilon 1e-5 and no bias (`use_bias=False`)."""
 
-  def __init__(self, features: int, *, epsilon: float, dtype=jnp.float32):
+  def __init__(self, features: int, *, epsilon: float, dtype=jnp.float32, use_bias: bool = True):
     self.epsilon = epsilon
     self.dtype = dtype
     self.scale = param(jax.nn.initializers.ones, None, (features,), ("norm",))
-    self.bias = param(jax.nn.initializers.zeros, None, (features,), ("norm",))
+    self.bias = (param(jax.nn.initializers.zeros, None, (features,), ("norm",))
+                 if use_bias else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
     y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
-    return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
+    y = y * self.scale[...]
+    return (y if self.bias is None else y + self.bias[...]).astype(self.dtype)

@@ -19,7 +19,10 @@ def test_presets_have_the_published_sizes():
                   c.intermediate_size) for name, c in PRESETS.items()}
   assert sizes == {"tiny": (2, 128, 2, 512), "mini": (4, 256, 4, 1024),
                    "small": (4, 512, 8, 2048), "medium": (8, 512, 8, 2048),
-                   "base": (12, 768, 12, 3072), "large": (24, 1024, 16, 4096)}
+                   "base": (12, 768, 12, 3072), "large": (24, 1024, 16, 4096),
+                   # ModernBERT's published base and large (GLU width), and a CPU size
+                   "modernbert_tiny": (4, 128, 2, 192), "modernbert_base": (22, 768, 12, 1152),
+                   "modernbert_large": (28, 1024, 16, 2624)}
   base = PRESETS["base"]
   assert (base.vocab_size, base.max_position_embeddings, base.type_vocab_size,
           base.layer_norm_eps, base.initializer_range) == (30522, 512, 2, 1e-12, 0.02)
