@@ -25,7 +25,8 @@ FLAGS = flags.FLAGS
 def define_flags():
   flags.DEFINE_string("input", None, "Text file(s), path or glob (comma-separated for several): "
                       "one sentence per line, a blank line between documents.")
-  flags.DEFINE_string("vocab", None, "WordPiece vocab.txt or SentencePiece *.model.")
+  flags.DEFINE_string("vocab", None, "WordPiece vocab.txt, SentencePiece *.model or a HF "
+                      "tokenizer.json (e.g. ModernBERT's byte-level BPE).")
   flags.DEFINE_string("data_dir", None, "TFDS data directory to write bert_pretraining/ into.")
   flags.DEFINE_integer("max_seq_length", 128, "Tokens per example, [CLS]/[SEP] included.")
   flags.DEFINE_integer("max_predictions_per_seq", 20, "Masked tokens per example at most.")

@@ -1,4 +1,4 @@
-"""Trains a WordPiece or SentencePiece vocabulary from text files.
+"""Trains a WordPiece, byte-level BPE or SentencePiece vocabulary from text files.
 
   python -m bert_jax.vocab --input='corpus/*.txt' --output_dir=vocab --vocab_size=30522 \
       --kind=wordpiece --lower_case
@@ -19,9 +19,11 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   flags.DEFINE_string("input", None, "Text file(s): a path or glob, comma-separated for several.")
-  flags.DEFINE_string("output_dir", None, "Directory to write vocab.txt (and spm.model) into.")
+  flags.DEFINE_string("output_dir", None, "Directory to write vocab.txt (wordpiece), "
+                      "tokenizer.json + tokenizer_config.json (bpe) or spm.model into.")
   flags.DEFINE_integer("vocab_size", 30522, "Vocabulary size, special tokens included.")
-  flags.DEFINE_enum("kind", "wordpiece", KINDS, "wordpiece (vocab.txt) or sentencepiece.")
+  flags.DEFINE_enum("kind", "wordpiece", KINDS, "wordpiece (BERT's vocab.txt), bpe (a byte-level "
+                    "BPE tokenizer.json as ModernBERT / RoBERTa) or sentencepiece (unigram).")
   flags.DEFINE_bool("lower_case", False, "Lower-case (and, for WordPiece, strip accents) first.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing vocabulary in --output_dir.")
 

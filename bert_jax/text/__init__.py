@@ -1,1 +1,1 @@
-"""Text: WordPiece / SentencePiece tokenizers and vocabulary training."""
+"""Text: WordPiece / SentencePiece / HF tokenizer.json tokenizers and vocabulary training."""
