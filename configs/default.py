@@ -53,16 +53,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.profile_num_steps = 5  # steps in the trace (written to WORKDIR/profile).
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "bert_adam"  # bert_adam (original AdamWeightDecay) | adamw (optax) | lamb.
+  c.optimizer.name = "bert_adam"  # bert_adam (original) | adamw (optax) | lamb | stable_adamw.
   c.optimizer.learning_rate = 1e-4  # peak learning rate.
   c.optimizer.warmup_steps = 10_000  # linear warmup from 0 to the peak.
-  c.optimizer.decay = "linear"  # linear | polynomial | cosine | constant, after warmup.
+  c.optimizer.decay = "linear"  # linear | polynomial | cosine | constant | wsd, after warmup.
   c.optimizer.power = 1.0  # polynomial decay power (1.0 = linear).
   c.optimizer.end_learning_rate = 0.0  # learning rate reached at train.num_steps.
+  c.optimizer.decay_steps = -1  # wsd: decay over the last N steps (-1: the last 10%; 0: no decay).
+  c.optimizer.wsd_decay_shape = "linear"  # wsd: linear | 1-sqrt (ModernBERT's decay phase).
   c.optimizer.b1 = 0.9  # first-moment decay.
   c.optimizer.b2 = 0.999  # second-moment decay.
   c.optimizer.eps = 1e-6  # epsilon (BERT: 1e-6; optax.adamw default would be 1e-8).
   c.optimizer.weight_decay = 0.01  # decoupled weight decay (not on LayerNorm or biases).
+  c.optimizer.decouple_lr = False  # stable_adamw: decay by weight_decay * lr / peak, not * lr.
   c.optimizer.clip_grad_norm = 1.0  # global-norm gradient clipping (0 = off).
 
   c.mesh = ml_collections.ConfigDict()

@@ -31,7 +31,7 @@ CASES = [
      "error: --config.data.pack=True packs a prepared dataset's sequences; it needs "
      "data.source=tfds (synthetic batches are full rows)"),
     ([TINY, SYNTH, "--config.optimizer.name=sgd"],
-     "error: --config.optimizer.name='sgd' is not one of bert_adam, adamw, lamb"),
+     "error: --config.optimizer.name='sgd' is not one of bert_adam, adamw, lamb, stable_adamw"),
     ([TINY], "error: --config.data.data_dir is empty: point it at the directory written by "
      "`python -m bert_jax.prepare --data_dir=...`"),
 ]

@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 from bert_jax.errors import UserError
 from bert_jax.models.config import PRESETS, BertConfig
 from bert_jax.parallel import sharding
+from bert_jax.training import optim
 
 
 class ConfigError(UserError):
@@ -26,8 +27,8 @@ _CHOICES = {
     "model.hidden_act": ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu"),
     "data.source": ("tfds", "synthetic"), "data.objective": ("", "nsp", "sop", "none"),
     "data.masking_strategy": ("", "token", "whole_word", "span", "ngram"),
-    "optimizer.name": ("bert_adam", "adamw", "lamb"),
-    "optimizer.decay": ("linear", "polynomial", "cosine", "constant"),
+    "optimizer.name": optim.NAMES, "optimizer.decay": optim.DECAYS,
+    "optimizer.wsd_decay_shape": optim.WSD_DECAY_SHAPES,
     "train.on_nonfinite": ("stop", "skip"),
     "checkpoint.on_save_error": ("stop", "continue"),
 }
@@ -39,7 +40,8 @@ _POSITIVE = ("train.batch_size", "train.num_steps", "train.grad_accum_steps",
 
 # Keys a run's config.json from before they existed lacks (resuming one reads it): their default.
 _ADDED_LATER = {"data.objective": "", "data.masking_strategy": "", "data.mask_token_prob": 0.8,
-                "data.random_token_prob": 0.1}
+                "data.random_token_prob": 0.1, "optimizer.decay_steps": -1,
+                "optimizer.wsd_decay_shape": "linear", "optimizer.decouple_lr": False}
 
 
 def _get(config, dotted: str):
@@ -72,6 +74,7 @@ def validate_config(config) -> None:
                       "prepare shorter sequences or raise max_position_embeddings")
   if not 0 <= config.optimizer.warmup_steps:
     raise ConfigError("--config.optimizer.warmup_steps must be >= 0")
+  _validate_wsd_and_decouple_lr(config)
   if (config.model.attention_impl in ("xla", "cudnn")
       and config.model.attention_probs_dropout_prob > 0):
     raise ConfigError(f"--config.model.attention_impl={config.model.attention_impl!r} has no "
@@ -82,6 +85,24 @@ def validate_config(config) -> None:
   if config.data.pack and config.data.source != "tfds":
     raise ConfigError("--config.data.pack=True packs a prepared dataset's sequences; it needs "
                       "data.source=tfds (synthetic batches are full rows)")
+
+
+def _validate_wsd_and_decouple_lr(config) -> None:
+  """optimizer.decay_steps (read by decay=wsd) fits after the warmup; decouple_lr only with
+  stable_adamw (optim.create_optimizer)."""
+  decay_steps = _get(config, "optimizer.decay_steps")
+  if decay_steps < -1:
+    raise ConfigError(f"--config.optimizer.decay_steps={decay_steps} must be >= 0 (or -1: the "
+                      "last 10% of train.num_steps)")
+  room = config.train.num_steps - config.optimizer.warmup_steps
+  resolved = optim.wsd_decay_steps(decay_steps, config.train.num_steps)
+  if config.optimizer.decay == "wsd" and resolved > room:
+    shown = f"-1 (the last 10%: {resolved})" if decay_steps == -1 else str(decay_steps)
+    raise ConfigError(f"--config.optimizer.decay_steps={shown} exceeds train.num_steps - "
+                      f"optimizer.warmup_steps = {room}; shorten the decay or the warmup")
+  if _get(config, "optimizer.decouple_lr") and config.optimizer.name != "stable_adamw":
+    raise ConfigError("--config.optimizer.decouple_lr=True needs optimizer.name=stable_adamw "
+                      f"(not {config.optimizer.name!r}); set decouple_lr=False")
 
 
 # Keys of a config's `model` section that set the BertConfig field of the same name.

@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.profile_num_steps = 5  # steps in the trace (written to WORKDIR/profile).
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adamw"  # adamw (optax, bias-corrected) | bert_adam (original) | lamb.
+  c.optimizer.name = "adamw"  # adamw (optax) | bert_adam (original) | lamb | stable_adamw.
   c.optimizer.learning_rate = 2e-5  # peak learning rate (BERT paper: 2e-5 .. 5e-5).
   c.optimizer.warmup_proportion = 0.1  # warmup steps as a fraction of all steps.
   c.optimizer.warmup_steps = -1  # >= 0 overrides warmup_proportion.

@@ -5,25 +5,32 @@
 - lamb: You et al. 2019, "Large Batch Optimization for Deep Learning: Training BERT in 76
   minutes", Algorithm 2 (per-tensor trust ratio, as optax.lamb implements it).
 - adamw: Loshchilov & Hutter's decoupled weight decay with bias-corrected Adam (optax.adamw).
-- the weight-decay mask on a real model's parameter tree, and the learning-rate schedules.
+- stable_adamw: optimi's StableAdamW, in test_stable_adamw.py (here only the mask on the real
+  model's tree).
+- the weight-decay mask on a real model's parameter tree, and the learning-rate schedules
+  (wsd against ModernBERT's src/scheduler.py).
 
 References are float64 numpy; bert_jax runs in float32.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
 import bert_jax
+from bert_jax.training import config as config_lib
 from bert_jax.training import optim
 from configs import default as default_config
+from helpers import tiny_config
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,11 +561,11 @@ def test_weight_decay_mask_on_nnx_state(tiny_model):
   assert strip(decayed) == _DECAYED
 
 
-@pytest.mark.parametrize("name", ["bert_adam", "adamw", "lamb"])
+@pytest.mark.parametrize("name", ["bert_adam", "adamw", "lamb", "stable_adamw"])
 def test_mask_reaches_the_update_on_tiny_model(tiny_model, name):
   """Through create_optimizer on the real tree, with zero gradients and no warmup the only
   update is weight decay: non-zero on every decayed tensor, exactly zero on every excluded
-  one (LAMB's trust ratio included)."""
+  one (LAMB's trust ratio included; StableAdamW's RMS is 0 there, so no clipping)."""
   params = _random_like(nnx.to_pure_dict(nnx.state(tiny_model, nnx.Param)))
   tx, _ = optim.create_optimizer(_opt_cfg(name=name, warmup_steps=0, learning_rate=1e-3), 10)
   updates = jax.jit(lambda p: tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)[0])(
@@ -658,3 +665,151 @@ def test_create_optimizer_schedule_uses_config():
                  end_learning_rate=0.2)
   _, schedule = optim.create_optimizer(cfg, 100)
   _check(schedule, {5: 1.0, 50: 1.8 * 0.25 + 0.2, 100: 0.2})
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. wsd (warmup-stable-decay) against ModernBERT's schedulers; the keys added for it.
+
+
+def composer_linear_scheduler(t, *, alpha_i, alpha_f, t_max):
+  """composer/optim/scheduler.py `LinearScheduler.__call__`:
+  frac_of_total = min(1.0, (current_time / t_max).value);
+  return alpha_i + frac_of_total * (alpha_f - alpha_i)."""
+  return alpha_i + min(1.0, t / t_max) * (alpha_f - alpha_i)
+
+
+def modernbert_warmup_stable_decay(t, *, t_warmup, t_decay, t_max, alpha_f):
+  """AnswerDotAI/ModernBERT src/scheduler.py `WarmupStableDecayScheduler.__call__` (commit
+  8c57a0f0), a learning-rate multiplier at `t` batches:
+
+    if state.timestamp < t_warmup: return LinearScheduler(alpha_i=1e-10, alpha_f=1.0,
+                                                          t_max=t_warmup)(state)
+    elif state.timestamp < t_max - t_decay: return 1.0
+    else: current_decay_fraction = (current_time - (t_max - t_decay)) / t_decay
+          lr_scale = 1 - current_decay_fraction.value * (1 - self.alpha_f)
+          return max(0.0, lr_scale)
+  """
+  if t < t_warmup:
+    return composer_linear_scheduler(t, alpha_i=1e-10, alpha_f=1.0, t_max=t_warmup)
+  if t < t_max - t_decay:
+    return 1.0
+  return max(0.0, 1 - (t - (t_max - t_decay)) / t_decay * (1 - alpha_f))
+
+
+def modernbert_one_minus_sqrt(t, *, t_decay, t_max, alpha_f):
+  """The same file's `OneMinusSqrtScheduler.__call__` (no warmup of its own):
+
+    if current_time <= t_max - t_decay: return 1.0
+    relative_time = (current_time - (t_max - t_decay)) / t_decay
+    lr_scale = self.alpha_f + (1 - self.alpha_f) * (1 - math.sqrt(relative_time.value))
+    return max(self.alpha_f, lr_scale)
+  """
+  if t <= t_max - t_decay:
+    return 1.0
+  return max(alpha_f, alpha_f + (1 - alpha_f) * (1 - np.sqrt((t - (t_max - t_decay)) / t_decay)))
+
+
+def test_wsd_linear_exact_values():
+  """peak 2, warmup 10, 100 steps, the last 20 decaying linearly to 0.2."""
+  _check(_sched(decay="wsd", decay_steps=20, end_learning_rate=0.2), {
+      5: 1.0,            # warmup
+      10: 2.0,           # warmup end: the peak (held, not decayed from step 0 as "linear")
+      50: 2.0,           # plateau
+      80: 2.0,           # decay start: num_steps - decay_steps
+      90: 1.1,           # half way: 2 - 1.8 / 2
+      99: 2.0 - 1.8 * 0.95,
+      100: 0.2,          # num_steps
+      150: 0.2,          # past the end
+  })
+
+
+def test_wsd_one_minus_sqrt_exact_values():
+  s = _sched(decay="wsd", decay_steps=20, end_learning_rate=0.2, wsd_decay_shape="1-sqrt")
+  _check(s, {5: 1.0, 10: 2.0, 80: 2.0, 85: 2.0 - 1.8 * 0.5, 95: 2.0 - 1.8 * np.sqrt(0.75),
+             100: 0.2, 150: 0.2})
+
+
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+@pytest.mark.parametrize("warmup,decay_steps", [(10, 20), (0, 100), (7, 93), (10, 1)])
+def test_wsd_matches_modernbert_schedulers(shape, warmup, decay_steps):
+  """Every step 0..100: peak * ModernBERT's multiplier, alpha_f = end / peak. linear is its
+  WarmupStableDecayScheduler; 1-sqrt is composer's warmup then its OneMinusSqrtScheduler
+  (ModernBERT's decay phase: warmup 0, t_decay = t_max = the run). Composer's warmup starts
+  at 1e-10 * peak where ours starts at 0, within the tolerance."""
+  peak, end, num_steps = 2.0, 0.02, 100
+  s = _sched(learning_rate=peak, warmup_steps=warmup, num_steps=num_steps, decay="wsd",
+             decay_steps=decay_steps, end_learning_rate=end, wsd_decay_shape=shape)
+  for t in range(num_steps + 1):
+    if shape == "linear":
+      want = modernbert_warmup_stable_decay(t, t_warmup=warmup, t_decay=decay_steps,
+                                            t_max=num_steps, alpha_f=end / peak)
+    elif t < warmup:
+      want = composer_linear_scheduler(t, alpha_i=1e-10, alpha_f=1.0, t_max=warmup)
+    else:
+      want = modernbert_one_minus_sqrt(t, t_decay=decay_steps, t_max=num_steps,
+                                       alpha_f=end / peak)
+    np.testing.assert_allclose(float(s(t)), peak * want, rtol=1e-6, atol=1e-6, err_msg=f"{t}")
+
+
+def test_wsd_decay_steps_default_and_zero():
+  """decay_steps -1: the last 10% (composer's t_decay="0.1dur"); 0: no decay at all, the peak
+  held after warmup (ModernBERT's pretraining phase, t_decay: 0tok)."""
+  _check(_sched(decay="wsd", decay_steps=-1), {85: 2.0, 90: 2.0, 95: 1.0, 100: 0.0})
+  _check(_sched(decay="wsd", decay_steps=0), {5: 1.0, 10: 2.0, 99: 2.0, 100: 2.0, 500: 2.0})
+
+
+def test_unknown_wsd_shape_raises():
+  with pytest.raises(ValueError, match="optimizer.wsd_decay_shape 'cosine' is not one of "
+                     "linear, 1-sqrt"):
+    _sched(decay="wsd", wsd_decay_shape="cosine")
+
+
+def test_create_optimizer_reads_the_wsd_keys():
+  cfg = _opt_cfg(learning_rate=2.0, warmup_steps=10, decay="wsd", decay_steps=20,
+                 wsd_decay_shape="1-sqrt", end_learning_rate=0.2)
+  _, schedule = optim.create_optimizer(cfg, 100)
+  _check(schedule, {50: 2.0, 85: 1.1, 100: 0.2})
+
+
+def test_configs_without_the_keys_added_later():
+  """A fine-tuning optimizer section and an older run's config.json (resumed) lack
+  decay_steps, wsd_decay_shape and decouple_lr: create_optimizer and validate_config take
+  their defaults (training/config.py _ADDED_LATER)."""
+  from configs.finetune import default as finetune_default
+  new_keys = ("decay_steps", "wsd_decay_shape", "decouple_lr")
+  finetune = finetune_default.get_config().optimizer
+  assert not any(k in finetune for k in new_keys)
+  finetune.decay = "wsd"
+  _, schedule = optim.create_optimizer(finetune, 100)  # decay_steps -1: the last 10 steps
+  _check(schedule, {89: finetune.learning_rate, 100: 0.0})
+
+  old = tiny_config(**{"optimizer.decay": "wsd"})
+  old = ml_collections.ConfigDict(json.loads(old.to_json_best_effort()))  # a config.json
+  for k in new_keys:
+    del old.optimizer[k]
+  config_lib.validate_config(old)
+  optim.create_optimizer(old.optimizer, old.train.num_steps)
+
+
+def test_wsd_config_errors():
+  """tiny_config: 6 steps, warmup 2, so at most 4 decay steps."""
+  config_lib.validate_config(tiny_config(**{"optimizer.decay": "wsd",
+                                            "optimizer.decay_steps": 4}))
+  config_lib.validate_config(tiny_config(**{"optimizer.decay_steps": 50}))  # not wsd: unread
+  cases = [
+      ({"optimizer.decay_steps": 5},
+       "--config.optimizer.decay_steps=5 exceeds train.num_steps - optimizer.warmup_steps = 4; "
+       "shorten the decay or the warmup"),
+      ({"optimizer.decay_steps": -1, "train.num_steps": 100, "optimizer.warmup_steps": 95},
+       "--config.optimizer.decay_steps=-1 (the last 10%: 10) exceeds train.num_steps - "
+       "optimizer.warmup_steps = 5; shorten the decay or the warmup"),
+      ({"optimizer.decay_steps": -2},
+       "--config.optimizer.decay_steps=-2 must be >= 0 (or -1: the last 10% of "
+       "train.num_steps)"),
+      ({"optimizer.wsd_decay_shape": "sqrt"},
+       "--config.optimizer.wsd_decay_shape='sqrt' is not one of linear, 1-sqrt"),
+  ]
+  for overrides, message in cases:
+    with pytest.raises(config_lib.ConfigError) as e:
+      config_lib.validate_config(tiny_config(**{"optimizer.decay": "wsd", **overrides}))
+    assert str(e.value) == message
