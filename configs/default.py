@@ -11,16 +11,22 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   c.model = ml_collections.ConfigDict()
-  c.model.preset = "base"  # tiny | mini | small | medium | base | large (models/config.py PRESETS).
+  # tiny | mini | small | medium | base | large (BERT) | modernbert_{tiny,base,large} (PRESETS).
+  c.model.preset = "base"
   c.model.vocab_size = -1  # -1: the dataset's vocabulary size; else must equal it.
-  c.model.max_position_embeddings = 512  # position table rows (phase 2 needs 512).
-  c.model.hidden_act = "gelu_new"  # gelu_new (tanh, BERT's code) | gelu (erf, HF's "gelu").
-  c.model.hidden_dropout_prob = 0.1  # dropout on embeddings and sub-layer outputs.
-  c.model.attention_probs_dropout_prob = 0.1  # dropout on attention probabilities.
+  # Keys at -1 / "" keep the preset's value (BERT: 512 positions, gelu_new, dropout 0.1;
+  # ModernBERT: 8192 positions, gelu, dropout 0).
+  c.model.max_position_embeddings = -1  # BERT: position table rows; ModernBERT: RoPE context.
+  c.model.hidden_act = ""  # gelu_new (tanh, BERT's code) | gelu (erf, HF's "gelu").
+  c.model.hidden_dropout_prob = -1.0  # dropout on embeddings and sub-layer outputs.
+  c.model.attention_probs_dropout_prob = -1.0  # dropout on attention probabilities.
+  c.model.global_rope_theta = -1.0  # ModernBERT: RoPE θ of global layers (160k).
+  c.model.local_rope_theta = -1.0  # ModernBERT: RoPE θ of local layers (10k).
+  c.model.local_attention = -1  # ModernBERT: sliding window of local layers (128: 64 each side).
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32).
   c.model.scan_layers = False  # unrolled (faster steps, less memory) vs lax.scan (one layer body).
   c.model.remat_policy = "none"  # none | full | save_dots: recompute activations in backward.
-  c.model.attention_impl = "auto"  # auto | xla | cudnn | manual (see models/attention.py).
+  c.model.attention_impl = "auto"  # auto | xla | cudnn | splash | manual (models/attention.py).
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "tfds"  # tfds (a dataset made by bert_jax.prepare) | synthetic (benchmarks).

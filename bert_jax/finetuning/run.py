@@ -27,7 +27,7 @@ from bert_jax.finetuning import steps
 from bert_jax.finetuning.steps import INPUTS
 from bert_jax.finetuning.tasks import TASKS, create_task
 from bert_jax.models import flops as flops_lib
-from bert_jax.models.families import create_model
+from bert_jax.models.families import ENCODER_KEY, create_model
 from bert_jax.models.config import PRESETS
 from bert_jax.parallel import sharding
 from bert_jax.training import config as config_lib
@@ -76,8 +76,8 @@ def vocab_path(config) -> str:
   if config.data.vocab:
     return config.data.vocab
   if not config.init_from:
-    raise UserError("--config.data.vocab is required without --config.init_from (a vocab.txt "
-                    "or spm.model)")
+    raise UserError("--config.data.vocab is required without --config.init_from (a vocab.txt, "
+                    "spm.model or tokenizer.json)")
   if _is_workdir(config.init_from):
     from bert_jax.training import export
     found = export.run_vocab(export.run_config(config.init_from))
@@ -86,11 +86,11 @@ def vocab_path(config) -> str:
   else:
     p = epath.Path(config.init_from)
     folder = p if p.is_dir() else p.parent
-    for name in ("vocab.txt", "spm.model"):
+    for name in ("vocab.txt", "spm.model", "tokenizer.json"):
       if (folder / name).exists():
         return str(folder / name)
-  raise UserError(f"--config.init_from={config.init_from}: no vocab.txt or spm.model beside the "
-                  "checkpoint; set --config.data.vocab=PATH")
+  raise UserError(f"--config.init_from={config.init_from}: no vocab.txt, spm.model or "
+                  "tokenizer.json beside the checkpoint; set --config.data.vocab=PATH")
 
 
 def with_params(model, params: dict):
@@ -126,16 +126,21 @@ def initial_model(config, model_task: str, head_kwargs: dict, vocab_size: int):
     model = fresh_model(config_lib.model_config(config.model, base=pretrained.config),
                         model_task, seed, head_kwargs)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    encoder = nnx.to_pure_dict(nnx.state(pretrained, nnx.Param))["bert"]
+    run_params = nnx.to_pure_dict(nnx.state(pretrained, nnx.Param))
+    key = ENCODER_KEY[model.config.model_type]
+    encoder = run_params[key]
     # No pooler for tagging / QA; a fresh one where the run had none (objective none).
-    params["bert"] = {k: encoder.get(k, params["bert"][k]) for k in params["bert"]}
-    if "pooler" in params["bert"] and "pooler" not in encoder:
+    params[key] = {k: encoder.get(k, params[key][k]) for k in params[key]}
+    if "pooler" in params[key] and "pooler" not in encoder:
       logging.info("%s has no pooler (a masked-LM-only run); initialising it fresh", src)
+    if "head" in params and "head" in run_params:  # ModernBERT: its MLM's prediction head,
+      params["head"] = run_params["head"]  # as HF loads it into its fine-tuning models
     with_params(model, params)
   else:
     try:
-      model = load_pretrained(src, model_task, seed=seed, **head_kwargs,
-                              config_overrides=config_lib.model_overrides(config.model))
+      model = load_pretrained(
+          src, model_task, seed=seed, **head_kwargs,
+          config_overrides=lambda base: config_lib.model_overrides(config.model, base))
     except (CheckpointError, FileNotFoundError, ValueError) as e:
       raise UserError(f"--config.init_from: {e}") from None
   if config.model.preset:

@@ -350,7 +350,12 @@ def _params_tree(model: nnx.Module) -> dict:
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
-def _load_orbax(p: epath.Path, task: str | None, config_overrides: dict, seed: int,
+def _overridden(config: ModelConfig, overrides) -> ModelConfig:
+  overrides = overrides(config) if callable(overrides) else dict(overrides or {})
+  return config.replace(**overrides) if overrides else config
+
+
+def _load_orbax(p: epath.Path, task: str | None, config_overrides, seed: int,
                 head_kwargs: dict) -> nnx.Module:
   import orbax.checkpoint as ocp
   try:
@@ -360,7 +365,7 @@ def _load_orbax(p: epath.Path, task: str | None, config_overrides: dict, seed: i
   if meta.get("format_version") != FORMAT_VERSION:
     raise CheckpointError(f"{p / EXPORT_MARKER}: format_version {meta.get('format_version')!r} "
                           f"is not {FORMAT_VERSION}; re-export with this bert_jax version")
-  config = config_from_json_file(p / "config.json", **config_overrides)
+  config = _overridden(config_from_json_file(p / "config.json"), config_overrides)
   saved_task = meta.get("task", "pretraining")
   saved_heads = dict(meta.get("head_kwargs", {}))
   if task is None or task == saved_task:
@@ -391,7 +396,8 @@ def load_pretrained(path, task: str | None = "pretraining", *, config_overrides=
     "classification", "token_classification", "question_answering"); None keeps a bert_jax
     export's own task, or an HF directory's (its config.json `architectures`; "pretraining"
     if not one of ours). For ModernBERT "pretraining" means its pretraining model, masked_lm.
-  config_overrides: config fields to change (e.g. {"dtype": "bfloat16"}).
+  config_overrides: config fields to change (e.g. {"dtype": "bfloat16"}), or a function of the
+    checkpoint's config returning them (field names differ between families).
   head_kwargs: e.g. num_labels=3 (inferred from the checkpoint's classifier when present).
   Heads the checkpoint lacks are initialised fresh (with `seed`) and named in a warning.
   """
@@ -399,12 +405,12 @@ def load_pretrained(path, task: str | None = "pretraining", *, config_overrides=
     raise ValueError(f"unknown task {task!r}; choose one of {', '.join(families.ALL_TASKS)}")
   fmt = detect_format(path)
   p = epath.Path(path)
-  overrides = dict(config_overrides or {})
+  overrides = config_overrides
   if fmt == "orbax":
     model = _load_orbax(p, task, overrides, seed, head_kwargs)
   else:
     config, src = _read_hf(p) if fmt == "hf" else _read_tf1(p)
-    config = config.replace(**overrides) if overrides else config
+    config = _overridden(config, overrides)
     if task is None:
       task = _hf_task(p, config) if fmt == "hf" else "pretraining"
     model = _build(config, task, src, fmt, seed, head_kwargs)
@@ -479,6 +485,15 @@ def save_pretrained(model: nnx.Module, path, *, format: str = "hf", vocab=None, 
     config: ModelConfig = model.config
     num_labels = getattr(model, "num_labels", None)
     if format == "hf":
+      if config.model_type == "modernbert":
+        outside = [f"{k}={getattr(config, k)}" for k in ("pad_token_id", "cls_token_id",
+                                                          "sep_token_id")
+                   if not 0 <= getattr(config, k) < config.vocab_size]
+        if outside:  # transformers refuses such a config (an embedding padding_idx outside)
+          raise ValueError(f"{', '.join(outside)} outside the vocabulary of "
+                           f"{config.vocab_size}; set the tokenizer's ids on the config "
+                           "(config.replace(pad_token_id=..., cls_token_id=..., "
+                           "sep_token_id=...))")
       d = config.to_hf_dict()
       d["architectures"] = [_HF_ARCH[config.model_type][task]]
       if num_labels is not None:

@@ -56,7 +56,7 @@ class BertConfig:
   dtype: str = "float32"  # compute dtype; parameters are always float32.
   scan_layers: bool = False  # lax.scan over layers (one compiled body) vs unrolled (fast steps).
   remat_policy: str = "none"  # none | full | save_dots: activation rematerialisation per layer.
-  attention_impl: str = "auto"  # auto | xla | cudnn | manual (see models/attention.py).
+  attention_impl: str = "auto"  # auto | xla | cudnn | splash | manual (models/attention.py).
 
   def __post_init__(self):
     def bad(msg):
@@ -292,7 +292,7 @@ class ModernBertConfig:
     return d
 
 
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "manual")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash", "manual")
 CONFIG_CLASSES = {"bert": BertConfig, "modernbert": ModernBertConfig}
 ModelConfig = BertConfig | ModernBertConfig
 

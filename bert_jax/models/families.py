@@ -17,6 +17,8 @@ from bert_jax.models.config import BertConfig, ModelConfig, ModernBertConfig
 
 FAMILY_TASKS: dict[str, dict[str, Any]] = {"bert": bert.TASKS, "modernbert": modernbert.TASKS}
 ALL_TASKS = tuple(dict.fromkeys(t for tasks in FAMILY_TASKS.values() for t in tasks))
+# The encoder's subtree in every head model's parameters (BertFor*.bert, ModernBertFor*.model).
+ENCODER_KEY = {"bert": "bert", "modernbert": "model"}
 
 
 def tasks(config: ModelConfig) -> dict[str, Any]:
@@ -58,5 +60,5 @@ def task_of(model: nnx.Module) -> str:
   raise TypeError(f"not a bert_jax model: {type(model).__name__}")
 
 
-__all__ = ["ALL_TASKS", "BertConfig", "FAMILY_TASKS", "ModernBertConfig", "check_task",
+__all__ = ["ALL_TASKS", "ENCODER_KEY", "BertConfig", "FAMILY_TASKS", "ModernBertConfig", "check_task",
            "create_model", "pretraining_task", "task_of", "tasks"]

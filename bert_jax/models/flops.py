@@ -13,7 +13,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from bert_jax.models.config import BertConfig
+from bert_jax.models.config import ModelConfig
 
 # Dense bf16 peak FLOP/s per JAX device (datasheets), matched on device_kind substrings.
 PEAK_FLOPS = (
@@ -23,13 +23,25 @@ PEAK_FLOPS = (
 )
 
 
-def flops_per_token(config: BertConfig, seq_len: int, max_predictions: int | None) -> float:
-  """Training FLOPs per token (forward + backward) of BERT pretraining."""
+def flops_per_token(config: ModelConfig, seq_len: int, max_predictions: int | None) -> float:
+  """Training FLOPs per token (forward + backward) of masked-LM pretraining, either family.
+
+  ModernBERT (docs/formulas.md §1b): N = L·(4d² + 3dI) (GeGLU: Wi is d × 2I), and attention
+  counts the keys a query needs: s on global layers, min(s, 2w + 1) on local layers with
+  window w (a kernel that skips masked blocks does about that; the explicit path computes all
+  s keys, which MFU does not credit)."""
   layers, d, inter, vocab = (config.num_hidden_layers, config.hidden_size,
                              config.intermediate_size, config.vocab_size)
-  n = layers * (4 * d * d + 2 * d * inter)
   f = 1.0 if max_predictions is None else max_predictions / seq_len
-  return 6 * n + 12 * layers * seq_len * d + 6 * (d * d + d * vocab) * f
+  head = 6 * (d * d + d * vocab) * f
+  if config.model_type == "modernbert":
+    n = layers * (4 * d * d + 3 * d * inter)
+    num_global = sum(config.is_global(i) for i in range(layers))
+    keys = (num_global * seq_len
+            + (layers - num_global) * min(seq_len, 2 * config.sliding_window + 1))
+    return 6 * n + 12 * keys * d + head
+  n = layers * (4 * d * d + 2 * d * inter)
+  return 6 * n + 12 * layers * seq_len * d + head
 
 
 def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype=jnp.float32,

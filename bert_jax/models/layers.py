@@ -94,6 +94,12 @@ class Embed(nnx.Module):
 
   def attend(self, x: jax.Array, dtype) -> jax.Array:
     """[..., features] -> [..., num_embeddings] logits, accumulated and returned in float32."""
+    # Pins x (and so its gradient) to (batch, ..., embed): left to propagation, the gradient
+    # of x through this matmul came out with H on `tensor`, a layout the XLA partitioner of jax
+    # 0.10.2 gets wrong on a mesh with data, fsdp and tensor all > 1 (rows of four devices
+    # swapped; tests/training/test_sharded_gradients.py).
+    x = sharding.constrain(
+        x, ("activation_batch",) + (None,) * (x.ndim - 2) + ("activation_embed",))
     table = self.embedding[...].astype(dtype)
     return jnp.einsum("...h,vh->...v", x.astype(dtype), table,
                       preferred_element_type=jnp.float32)

@@ -1,7 +1,8 @@
 """Checks on a run's config that need no data, and the one mapping from config to model config.
 
 Pretraining (`configs/default.py`) and fine-tuning (`configs/finetune/default.py`) configs both
-have a `model` section; `model_config` turns either into a `BertConfig`, `validate_batch` checks
+have a `model` section; `model_config` turns either into the model config of the preset's (or the
+checkpoint's) family, a `BertConfig` or a `ModernBertConfig`; `validate_batch` checks
 a batch size against the mesh and processes, `check_architecture` compares a warm start's
 architecture with the run's. Errors are `ConfigError` (a `UserError`): one line naming the key.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from jax.sharding import Mesh
 
 from bert_jax.errors import UserError
-from bert_jax.models.config import PRESETS, BertConfig
+from bert_jax.models.config import ATTENTION_IMPLS, PRESETS, BertConfig, ModelConfig
 from bert_jax.parallel import sharding
 from bert_jax.training import optim
 
@@ -23,8 +24,8 @@ class ConfigError(UserError):
 _CHOICES = {
     "model.preset": tuple(PRESETS), "model.dtype": ("float32", "bfloat16"),
     "model.remat_policy": ("none", "full", "save_dots"),
-    "model.attention_impl": ("auto", "xla", "cudnn", "manual"),
-    "model.hidden_act": ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu"),
+    "model.attention_impl": ATTENTION_IMPLS,
+    "model.hidden_act": ("", "gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu"),
     "data.source": ("tfds", "synthetic"), "data.objective": ("", "nsp", "sop", "none"),
     "data.masking_strategy": ("", "token", "whole_word", "span", "ngram"),
     "optimizer.name": optim.NAMES, "optimizer.decay": optim.DECAYS,
@@ -68,20 +69,14 @@ def validate_config(config) -> None:
   if config.data.max_predictions_per_seq > config.data.seq_len:
     raise ConfigError(f"--config.data.max_predictions_per_seq={config.data.max_predictions_per_seq}"
                       f" exceeds data.seq_len={config.data.seq_len}")
-  if config.data.seq_len > config.model.max_position_embeddings:
+  mcfg = model_config(config.model)  # the preset with the section's overrides
+  if config.data.seq_len > mcfg.max_position_embeddings:
     raise ConfigError(f"--config.data.seq_len={config.data.seq_len} exceeds "
-                      f"model.max_position_embeddings={config.model.max_position_embeddings}; "
+                      f"model.max_position_embeddings={mcfg.max_position_embeddings}; "
                       "prepare shorter sequences or raise max_position_embeddings")
   if not 0 <= config.optimizer.warmup_steps:
     raise ConfigError("--config.optimizer.warmup_steps must be >= 0")
   _validate_wsd_and_decouple_lr(config)
-  if (config.model.attention_impl in ("xla", "cudnn")
-      and config.model.attention_probs_dropout_prob > 0):
-    raise ConfigError(f"--config.model.attention_impl={config.model.attention_impl!r} has no "
-                      "attention-probability dropout but model.attention_probs_dropout_prob="
-                      f"{config.model.attention_probs_dropout_prob}; set "
-                      "--config.model.attention_probs_dropout_prob=0 or "
-                      "--config.model.attention_impl=auto")
   if config.data.pack and config.data.source != "tfds":
     raise ConfigError("--config.data.pack=True packs a prepared dataset's sequences; it needs "
                       "data.source=tfds (synthetic batches are full rows)")
@@ -105,28 +100,57 @@ def _validate_wsd_and_decouple_lr(config) -> None:
                       f"(not {config.optimizer.name!r}); set decouple_lr=False")
 
 
-# Keys of a config's `model` section that set the BertConfig field of the same name.
-_MODEL_FIELDS = ("max_position_embeddings", "hidden_act", "hidden_dropout_prob",
-                 "attention_probs_dropout_prob", "classifier_dropout", "dtype", "scan_layers",
-                 "remat_policy", "attention_impl")
+# Keys of a config's `model` section -> the model config fields they set, per family. A key at
+# its "unset" value (-1, -1.0 or "") keeps the preset's / checkpoint's value.
+_MODEL_FIELDS = {
+    "bert": {k: (k,) for k in ("max_position_embeddings", "hidden_act", "hidden_dropout_prob",
+                               "attention_probs_dropout_prob", "classifier_dropout", "dtype",
+                               "scan_layers", "remat_policy", "attention_impl")},
+    "modernbert": {
+        "max_position_embeddings": ("max_position_embeddings",),
+        "hidden_act": ("hidden_activation",),
+        "hidden_dropout_prob": ("embedding_dropout", "mlp_dropout"),
+        "attention_probs_dropout_prob": ("attention_dropout",),
+        "classifier_dropout": ("classifier_dropout",),
+        "classifier_pooling": ("classifier_pooling",),
+        "global_rope_theta": ("global_rope_theta",), "local_rope_theta": ("local_rope_theta",),
+        "local_attention": ("local_attention",),
+        "dtype": ("dtype",), "scan_layers": ("scan_layers",), "remat_policy": ("remat_policy",),
+        "attention_impl": ("attention_impl",)},
+}
+_UNSET = (-1, -1.0, "")
 
 
-def model_overrides(model) -> dict:
-  """The BertConfig fields a config's `model` section sets (`model_config` applies them)."""
-  overrides = {k: model[k] for k in _MODEL_FIELDS if k in model}
-  if overrides.get("classifier_dropout") is not None and overrides["classifier_dropout"] < 0:
-    overrides["classifier_dropout"] = None  # -1: as hidden_dropout_prob
+def model_overrides(model, base: ModelConfig) -> dict:
+  """The fields of `base`'s family that a config's `model` section sets (`model_config`
+  applies them). Keys of the other family's only (e.g. model.global_rope_theta for BERT) must
+  stay unset."""
+  fields = _MODEL_FIELDS[base.model_type]
+  overrides = {}
+  for key in model.keys():
+    value = model[key]
+    if value in _UNSET:
+      continue
+    if key in fields:
+      overrides.update(dict.fromkeys(fields[key], value))
+    elif any(key in f for f in _MODEL_FIELDS.values()):
+      unset = '""' if isinstance(value, str) else "-1"
+      raise ConfigError(f"--config.model.{key}={value!r} does not apply to "
+                        f"{base.model_type} models; leave it unset ({unset})")
   return overrides
 
 
 def model_config(model, vocab_size: int | None = None,
-                 base: BertConfig | None = None) -> BertConfig:
-  """The model config of a run: `base` (default: the preset `model.preset`) with every key of the
-  `model` section that names a BertConfig field, and the data's vocabulary size.
+                 base: ModelConfig | None = None) -> ModelConfig:
+  """The model config of a run: `base` (default: the preset `model.preset`, of either family)
+  with every key of the `model` section that sets one of its fields (`_MODEL_FIELDS`), and the
+  data's vocabulary size.
 
   `model` is a pretraining or fine-tuning config's `model` section (each has its own subset of
   keys); `model.vocab_size`, where present, must be -1 (from the data) or equal `vocab_size`;
-  `classifier_dropout` < 0 means "as hidden_dropout_prob" (None)."""
+  a key at -1 / "" keeps the base's value (for BERT's classifier_dropout that is usually None:
+  as hidden_dropout_prob). Checks that need the resolved config (a fused attention_impl with
+  attention dropout) raise ConfigError here."""
   if base is None:
     if model.get("preset", "") not in PRESETS:
       raise ConfigError(f"--config.model.preset={model.get('preset')!r} is not one of "
@@ -136,20 +160,36 @@ def model_config(model, vocab_size: int | None = None,
   if vocab_size is not None and declared not in (-1, vocab_size):
     raise ConfigError(f"--config.model.vocab_size={declared} but the dataset's vocabulary "
                       f"has {vocab_size} tokens; set it to {vocab_size} or -1 (from the data)")
-  overrides = model_overrides(model)
+  overrides = model_overrides(model, base)
   if vocab_size is not None:
     overrides["vocab_size"] = vocab_size
-  return base.replace(**overrides)
+  try:
+    resolved = base.replace(**overrides)
+  except ValueError as e:
+    raise ConfigError(f"--config.model.*: {e}") from None
+  if (resolved.attention_impl not in ("auto", "manual")
+      and resolved.attention_probs_dropout_prob > 0):
+    raise ConfigError(f"--config.model.attention_impl={resolved.attention_impl!r} has no "
+                      "attention-probability dropout but model.attention_probs_dropout_prob="
+                      f"{resolved.attention_probs_dropout_prob}; set "
+                      "--config.model.attention_probs_dropout_prob=0 or "
+                      "--config.model.attention_impl=auto")
+  return resolved
 
 
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                        "intermediate_size", "max_position_embeddings", "type_vocab_size")
 
 
-def check_architecture(checkpoint: BertConfig, wanted: BertConfig, *, source: str, wanted_by: str,
-                       fix: str, fields=ARCHITECTURE_FIELDS) -> None:
-  """ConfigError naming the first architecture field where a warm start's checkpoint (read
-  from `source`) differs from the model this run wants (set by `wanted_by`)."""
+def check_architecture(checkpoint: ModelConfig, wanted: ModelConfig, *, source: str,
+                       wanted_by: str, fix: str, fields=ARCHITECTURE_FIELDS) -> None:
+  """ConfigError naming the family or the first architecture field where a warm start's
+  checkpoint (read from `source`) differs from the model this run wants (set by `wanted_by`);
+  fields one family lacks (type_vocab_size for ModernBERT) are skipped."""
+  if checkpoint.model_type != wanted.model_type:
+    raise ConfigError(f"--config.init_from={source}: the checkpoint is a {checkpoint.model_type} "
+                      f"model but {wanted_by} is {wanted.model_type}; {fix}")
+  fields = [f for f in fields if hasattr(checkpoint, f)]
   for field in fields:
     if getattr(checkpoint, field) != getattr(wanted, field):
       raise ConfigError(f"--config.init_from={source}: the checkpoint has {field}="

@@ -2,7 +2,8 @@
 
 The model is the run's: a BertForPreTraining (objective nsp or sop) or, for a run without a
 sentence task (objective none), a BertForMaskedLM (HF `BertForMaskedLM`: no pooler, no NSP),
-told apart by the checkpoint's parameters.
+told apart by the checkpoint's parameters; for a ModernBERT preset a ModernBertForMaskedLM,
+whose config takes the special-token ids (pad, cls, sep) of the run's vocabulary.
 
 What `python -m bert_jax.export` does (see that module for the command line): reading a run
 (WORKDIR/config.json, a partial Orbax restore of the parameters onto one CPU device), a model
@@ -21,8 +22,8 @@ from flax import nnx
 
 from bert_jax.errors import UserError
 from bert_jax.text import tokenization
-from bert_jax.models.bert import TASKS
-from bert_jax.models.config import BertConfig
+from bert_jax.models import families
+from bert_jax.models.config import ModelConfig
 from bert_jax.training.checkpointing import DataIteratorHandler, orbax_path
 from bert_jax.training.config import model_config
 
@@ -75,25 +76,34 @@ def resolve_step(manager, workdir, step: int | None) -> int:
 
 
 def params_task(params) -> str:
-  """The models.TASKS name of a pretraining run's parameter tree: "pretraining" (it has the NSP
-  head: objective nsp or sop) or "masked_lm" (objective none)."""
+  """The task name of a pretraining run's parameter tree: "pretraining" (it has the NSP
+  head: objective nsp or sop) or "masked_lm" (objective none; every ModernBERT run)."""
   return "pretraining" if "nsp" in params else "masked_lm"
+
+
+# Where each family's token embedding table lives in a pretraining model's parameters.
+_EMBEDDING = {"bert": ("bert", "embeddings", "word_embeddings", "embedding"),
+              "modernbert": ("model", "embeddings", "tok_embeddings", "embedding")}
 
 
 def _saved_model(manager, step: int) -> tuple[int, str]:
   """(vocab_size, model task) of a checkpoint's parameters, from its metadata."""
   tree = manager.item_metadata(step)["state"]
   tree = getattr(tree, "tree", tree)
-  try:
-    params = tree["params"]
-    vocab_size = int(params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape[0])
-  except (KeyError, TypeError):
-    raise ExportError(f"checkpoint step {step}: no params/bert/embeddings in its state; not a "
-                      "bert_jax.train checkpoint") from None
-  return vocab_size, params_task(params)
+  for path in _EMBEDDING.values():
+    try:
+      params = tree["params"]
+      table = params
+      for k in path:
+        table = table[k]
+      return int(table.shape[0]), params_task(params)
+    except (KeyError, TypeError):
+      continue
+  raise ExportError(f"checkpoint step {step}: no params/bert/embeddings (or params/model/"
+                    "embeddings) in its state; not a bert_jax.train checkpoint")
 
 
-def run_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
+def run_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
   """The run's architecture (preset + model overrides) with float32 defaults for execution."""
   try:
     bcfg = model_config(config.model, vocab_size)
@@ -102,7 +112,7 @@ def run_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Bert
   return bcfg.replace(dtype="float32", remat_policy="none", attention_impl="auto")
 
 
-def restore_params(workdir, step: int | None = None) -> tuple[dict, int, BertConfig]:
+def restore_params(workdir, step: int | None = None) -> tuple[dict, int, ModelConfig]:
   """(params of the run's model, a BertForPreTraining or BertForMaskedLM (`params_task`), as
   nested dicts of jax.Arrays on one CPU device, the step, the model config). Reads only the
   `params` subtree of the checkpoint's train state."""
@@ -114,7 +124,7 @@ def restore_params(workdir, step: int | None = None) -> tuple[dict, int, BertCon
     vocab_size, task = _saved_model(manager, step)
     bcfg = run_model_config(config, vocab_size)
     abstract = nnx.to_pure_dict(nnx.state(
-        nnx.eval_shape(lambda: TASKS[task](bcfg, rngs=nnx.Rngs(params=0))), nnx.Param))
+        nnx.eval_shape(lambda: families.create_model(bcfg, task)), nnx.Param))
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     item = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), abstract)
     restore_args = jax.tree.map(
@@ -136,11 +146,23 @@ def pretrained_model(workdir, step: int | None = None) -> tuple[nnx.Module, int]
   checkpoint's parameters, and the step."""
   params, step, bcfg = restore_params(workdir, step)
   task = params_task(params)
-  model = nnx.eval_shape(lambda: TASKS[task](bcfg, rngs=nnx.Rngs(params=0)))
+  if bcfg.model_type == "modernbert":
+    vocab = run_vocab(run_config(workdir))
+    if vocab is not None and epath.Path(vocab).exists():
+      bcfg = with_special_ids(bcfg, tokenization.Tokenizer.from_file(vocab))
+  model = nnx.eval_shape(lambda: families.create_model(bcfg, task))
   state = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)
   return model, step
+
+
+def with_special_ids(bcfg: ModelConfig, tokenizer) -> ModelConfig:
+  """A ModernBERT config carrying the vocabulary's pad / cls / sep ids (HF's config.json
+  needs them inside the vocabulary: ModernBERT's defaults are its own 50283 / 50281 / 50282)."""
+  return bcfg.replace(pad_token_id=tokenizer.pad_id, cls_token_id=tokenizer.cls_id,
+                      bos_token_id=tokenizer.cls_id, sep_token_id=tokenizer.sep_id,
+                      eos_token_id=tokenizer.sep_id)
 
 
 def run_vocab(config: ml_collections.ConfigDict) -> str | None:
@@ -156,6 +178,8 @@ def run_vocab(config: ml_collections.ConfigDict) -> str | None:
 
 
 def _vocab_lines(path: str) -> int:
+  if path.endswith(".json"):
+    return tokenization.Tokenizer.from_file(path).vocab_size
   if path.endswith(".model"):
     import sentencepiece as spm
     return spm.SentencePieceProcessor(model_proto=epath.Path(path).read_bytes()).get_piece_size()
@@ -184,7 +208,7 @@ _OBJECTIVE_TEXT = {"nsp": "Masked-LM + next-sentence-prediction pretraining",
                    "none": "Masked-LM pretraining (no sentence-pair task)"}
 
 
-def model_card(config, bcfg: BertConfig, workdir, step: int, fmt: str, dtype: str | None,
+def model_card(config, bcfg: ModelConfig, workdir, step: int, fmt: str, dtype: str | None,
                metrics: dict, task: str = "pretraining") -> str:
   """task: the exported model's (export's `params_task`); the objective is the run's
   data.objective (config.json records the dataset's), else what `task` implies."""
@@ -204,7 +228,8 @@ def model_card(config, bcfg: BertConfig, workdir, step: int, fmt: str, dtype: st
       ("source", f"`{workdir}` checkpoint {step}"),
       ("weights", f"{fmt}, {dtype or 'float32'}"),
   ]
-  lines = ["# BERT pretrained with bert_jax", "",
+  family = "ModernBERT" if bcfg.model_type == "modernbert" else "BERT"
+  lines = [f"# {family} pretrained with bert_jax", "",
            f"{_OBJECTIVE_TEXT.get(objective, _OBJECTIVE_TEXT['nsp'])}; exported by "
            "`python -m bert_jax.export`.", "", "| | |", "|---|---|"]
   lines += [f"| {k} | {v} |" for k, v in rows]
@@ -217,7 +242,8 @@ def model_card(config, bcfg: BertConfig, workdir, step: int, fmt: str, dtype: st
               for k, v in scalars.items()]
   else:
     lines.append("none logged at or before this step")
-  hf_class = "BertForMaskedLM" if task == "masked_lm" else "BertForPreTraining"
+  hf_class = ("ModernBertForMaskedLM" if bcfg.model_type == "modernbert" else
+              "BertForMaskedLM" if task == "masked_lm" else "BertForPreTraining")
   load = {"hf": f"transformers.{hf_class}.from_pretrained(PATH)",
           "tf1": "google-research/bert: --init_checkpoint=PATH/bert_model.ckpt "
                  "--bert_config_file=PATH/bert_config.json --vocab_file=PATH/vocab.txt",
@@ -254,12 +280,15 @@ def export(workdir, output_dir, *, format: str = "hf", step: int | None = None, 
   if vocab is not None and not epath.Path(vocab).exists():
     raise ExportError(f"--vocab={vocab}: no such file")
   model, step = pretrained_model(workdir, step)
+  if format == "tf1" and model.config.model_type != "bert":
+    raise ExportError("--format=tf1 (google-research/bert) holds BERT only; export this "
+                      f"{model.config.model_type} run with --format=hf or --format=orbax")
   if vocab is not None and _vocab_lines(vocab) != model.config.vocab_size:
     raise ExportError(f"--vocab={vocab} has {_vocab_lines(vocab)} tokens but the checkpoint's "
                       f"vocab_size is {model.config.vocab_size}; pass the run's own vocabulary")
   card = model_card(config, model.config, workdir, step, format, dtype,
                     last_eval(workdir, step),
-                    "masked_lm" if type(model) is TASKS["masked_lm"] else "pretraining")
+                    families.task_of(model))
   try:
     path = save_pretrained(model, output_dir, format=format, vocab=vocab, overwrite=overwrite,
                            dtype=dtype, extra_files={"README.md": card})

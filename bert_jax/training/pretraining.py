@@ -41,11 +41,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from bert_jax.models import flops as flops_lib
-from bert_jax.models.bert import TASKS
-from bert_jax.models.config import BertConfig
+from bert_jax.models import families
+from bert_jax.models.config import ModelConfig
 from bert_jax.parallel import sharding
 from bert_jax.training import optim
-from bert_jax.training.config import model_config
+from bert_jax.training.config import ConfigError, model_config
 from bert_jax.training.train_state import (TrainState, apply_gradients, new_train_state,
                                            state_layout)
 
@@ -218,9 +218,9 @@ def eval_summary(sums: dict) -> dict:
 
 @dataclasses.dataclass
 class TrainSetup:
-  bert_config: BertConfig
+  bert_config: ModelConfig  # the model's config, of either family (BERT or ModernBERT)
   objective: str  # nsp | sop | none (OBJECTIVES)
-  model_task: str  # "pretraining" (BertForPreTraining) | "masked_lm" (BertForMaskedLM)
+  model_task: str  # "pretraining" (BertForPreTraining) | "masked_lm" (Bert/ModernBertForMaskedLM)
   mesh: Mesh
   graphdef: nnx.GraphDef
   tx: optax.GradientTransformation
@@ -241,8 +241,12 @@ def build(config, mesh: Mesh, vocab_size: int, objective: str | None = None) -> 
   if objective is None:
     objective = config.data.get("objective", "") or "nsp"
   task = model_task(objective)
-  model_cls = TASKS[task]
   bcfg = model_config(config.model, vocab_size)
+  if task not in families.tasks(bcfg):
+    raise ConfigError(f"--config.model.preset={config.model.preset} has no sentence-pair head "
+                      f"for objective {objective}; prepare the data with --objective=none "
+                      "(ModernBERT pretrains on masked-LM alone)")
+  model_cls = families.tasks(bcfg)[task]
   tx, schedule = optim.create_optimizer(config.optimizer, config.train.num_steps)
   layout = state_layout(nnx.eval_shape(lambda: model_cls(bcfg, rngs=nnx.Rngs(params=0))), tx,
                         mesh)

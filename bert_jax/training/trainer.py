@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding
 
 from bert_jax import paths
 from bert_jax.errors import UserError
+from bert_jax.models import attention
 from bert_jax.models import flops as flops_lib
 from bert_jax.parallel import sharding
 from bert_jax.training import config as config_lib
@@ -266,11 +267,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
   data = data_source(config)
   config_lib.validate_pretraining_batch(config, mesh, jax.process_count())
   setup = pretraining.build(config, mesh, data.vocab_size, data.objective)
-  logging.info("mesh %s over %d devices (%d processes); model %s: %d layers, hidden %d, "
+  logging.info("mesh %s over %d devices (%d processes); model %s (%s): %d layers, hidden %d, "
                "vocab %d, %s compute; objective %s (%s)", dict(mesh.shape), mesh.size,
-               jax.process_count(), config.model.preset, setup.bert_config.num_hidden_layers,
+               jax.process_count(), config.model.preset, setup.bert_config.model_type,
+               setup.bert_config.num_hidden_layers,
                setup.bert_config.hidden_size, data.vocab_size, setup.bert_config.dtype,
                data.objective, setup.model_task)
+
+  try:
+    path = attention.describe(setup.bert_config, backend=attention.backend_of(
+        mesh.devices.flat[0]), seq_len=config.data.seq_len, packed=config.data.pack)
+  except ValueError as e:  # a fused attention_impl this backend or length cannot run
+    raise config_lib.ConfigError(f"--config.model.attention_impl: {e}") from None
+  logging.info("attention: %s", path)
 
   # State: resume > warm start > fresh init. Never materialised whole on one device.
   train_iterator = data.make_train_iterator()

@@ -17,12 +17,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.preset = ""  # "" = the checkpoint's size; else checked against it (needed w/o init_from).
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32).
-  c.model.hidden_dropout_prob = 0.1  # dropout on embeddings and sub-layer outputs.
-  c.model.attention_probs_dropout_prob = 0.1  # dropout on attention probabilities.
-  c.model.classifier_dropout = -1.0  # dropout before the head (-1: hidden_dropout_prob).
+  # -1 / "": the checkpoint's own value (BERT's releases: 0.1; ModernBERT's: 0).
+  c.model.hidden_dropout_prob = -1.0  # dropout on embeddings and sub-layer outputs.
+  c.model.attention_probs_dropout_prob = -1.0  # dropout on attention probabilities.
+  c.model.classifier_dropout = -1.0  # dropout before the head (BERT's default: hidden's).
+  c.model.classifier_pooling = ""  # ModernBERT: cls | mean (over the attention mask).
   c.model.scan_layers = False  # unrolled (faster steps, less memory) vs lax.scan (one layer body).
   c.model.remat_policy = "none"  # none | full | save_dots: recompute activations in backward.
-  c.model.attention_impl = "auto"  # auto | xla | cudnn | manual (see models/attention.py).
+  c.model.attention_impl = "auto"  # auto | xla | cudnn | splash | manual (models/attention.py).
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "files"  # files (local train/eval/test files) | tfds (a prepared local TFDS).

@@ -160,3 +160,22 @@ def test_scanned_layers_equal_unrolled(tmp_path):
   np.testing.assert_allclose(np.asarray(scanned(ids, attention_mask=mask).mlm_logits),
                              np.asarray(ours(ids, attention_mask=mask).mlm_logits),
                              atol=1e-5, rtol=0)
+
+
+def test_unsupported_model_type_is_one_line(tmp_path):
+  hf = transformers.RobertaForMaskedLM(transformers.RobertaConfig(
+      vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+      intermediate_size=64))
+  hf.save_pretrained(tmp_path)
+  with pytest.raises(ValueError) as e:
+    load_pretrained(tmp_path)
+  assert str(e.value) == (
+      f"{tmp_path / 'config.json'}: model_type 'roberta' is not supported; bert_jax loads bert, "
+      "modernbert checkpoints (convert the model or use one of those)")
+
+
+def test_tf1_export_of_modernbert_is_refused(tmp_path):
+  with pytest.raises(ValueError) as e:
+    save_pretrained(random_model(_ours_config(), "masked_lm"), tmp_path / "x", format="tf1")
+  assert str(e.value) == ("format 'tf1' (google-research/bert) holds BERT only, not ModernBERT; "
+                          "use format 'hf' or 'orbax'")
