@@ -32,6 +32,13 @@ CASES = [
      "data.source=tfds (synthetic batches are full rows)"),
     ([TINY, SYNTH, "--config.optimizer.name=sgd"],
      "error: --config.optimizer.name='sgd' is not one of bert_adam, adamw, lamb, stable_adamw"),
+    ([TINY, SYNTH, "--config.model.attention_impl=splash",
+      "--config.model.attention_probs_dropout_prob=0"],
+     "error: --config.model.attention_impl: attention_impl='splash' needs a TPU; this backend is "
+     "cpu: use attention_impl='auto' or 'xla'"),
+    ([TINY, SYNTH, "--config.model.preset=modernbert_tiny"],
+     "error: --config.model.preset=modernbert_tiny has no sentence-pair head for objective nsp; "
+     "prepare the data with --objective=none (ModernBERT pretrains on masked-LM alone)"),
     ([TINY], "error: --config.data.data_dir is empty: point it at the directory written by "
      "`python -m bert_jax.prepare --data_dir=...`"),
 ]
