@@ -36,6 +36,10 @@ _TOPOLOGY = flags.DEFINE_string("topology", "", "TPU topology for --compile_only
                                 "v5p-128, v4-32, v5e-8, v6e-16, v5p:2x2x1.")
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "TPU slices for --compile_only "
                                    "(multi-slice over DCN).")
+_SPLASH_EFFICIENCY = flags.DEFINE_float(
+    "splash_efficiency", 0.5, "For --compile_only: the fraction of the chip's peak FLOP/s the "
+    "splash attention kernels are assumed to reach; their cost is added to XLA's estimated step "
+    "time, whose cost model does not see inside a Pallas kernel.")
 
 
 def main(argv):
@@ -49,7 +53,8 @@ def main(argv):
     from bert_jax.training import aot
     if not _TOPOLOGY.value:
       raise UserError("--compile_only needs --topology, e.g. --topology=v5p-8")
-    aot.compile_only(config, _TOPOLOGY.value, _NUM_SLICES.value)
+    aot.compile_only(config, _TOPOLOGY.value, _NUM_SLICES.value,
+                     _SPLASH_EFFICIENCY.value)
     return
   if not _WORKDIR.value:
     raise UserError("--workdir is required (a local path or gs://bucket/path)")

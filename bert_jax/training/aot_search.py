@@ -137,6 +137,7 @@ def _search_cell(cell: Cell, compile_fn: CompileFn, line: tuple[float, float] | 
     return None, line
   report, b = best, best.batch_size // best.devices
   est_ok = report.estimated_step_s > 0
+  splash = getattr(report, "splash", None)
   row = {"preset": cell.preset, "seq_len": cell.seq_len, "remat": cell.remat,
          "topology": cell.topology, "chips": report.devices,
          "per_chip_batch": b if report.fits else 0, "fits": report.fits,
@@ -149,6 +150,11 @@ def _search_cell(cell: Cell, compile_fn: CompileFn, line: tuple[float, float] | 
          "estimated_mfu": report.estimated_mfu if est_ok else None,
          "estimated_seq_per_s_per_chip":
              report.estimated_seq_per_s / report.devices if est_ok else None,
+         # The estimate above includes the splash kernels' own cost (aot.splash_cost), which
+         # XLA's alone (this field) leaves out; equal where the step has no splash call.
+         "xla_estimated_step_ms":
+             getattr(report, "xla_step_s", report.estimated_step_s) * 1e3 if est_ok else None,
+         "splash_ms": splash.seconds * 1e3 if est_ok and splash else None,
          "compile_s": report.compile_s, "compiles": compiles, "cell_wall_s": time.time() - t0}
   return row, line
 

@@ -86,3 +86,107 @@ def test_both_spellings_of_the_tpu_out_of_hbm_error_are_refusals():
   assert (e.required_gib, e.available_gib) == (95.75, 95.74)
   assert str(e).startswith("--topology=v5p-8: the train step does not fit in HBM (XLA: E1000: "
                            "CompileTimeHbmOom: XLA:TPU compile permanent error. Ran out of memory")
+
+
+# ---- the splash kernels' cost, added to XLA's estimate (pure arithmetic, no compile) ---------
+def test_splash_tiles_global_and_local():
+  assert aot.splash_blocks(8192, 512, None) == 256  # (8192 / 512)^2
+  # ±64 at 512-blocks: a query block meets its own and both neighbours (2 at the ends).
+  assert aot.splash_blocks(8192, 512, 64) == 14 * 3 + 2 * 2
+  assert aot.splash_blocks(1024, 512, 64) == 4
+  assert aot.splash_blocks(1024, 128, 64) == 6 * 3 + 2 * 2
+  assert aot.splash_blocks(1024, 512, 1024) == 4  # a window as long as L is global
+  assert aot.splash_blocks(1536, 512, 0) == 3  # the diagonal only
+
+
+def test_splash_pass_flops_and_bytes():
+  layer = aot.SplashLayer(batch=2, heads=3, seq_len=1024, head_dim=64, window=None, block=512)
+  fwd, fwd_bytes = aot.splash_pass_cost(layer, "fwd")
+  assert fwd == 4 * 2 * 3 * 1024 * 1024 * 64  # 4·b·n·L·L·D: QK^T and PV
+  dq, _ = aot.splash_pass_cost(layer, "dq")
+  dkv, _ = aot.splash_pass_cost(layer, "dkv")
+  assert (dq + dkv) / fwd == 3.5  # 7 matrix products to 2 (unfused backward)
+  tensor = 2 * 3 * 1024 * 64 * 2  # one bf16 [b, n, L, D]
+  # q and o once, k and v once per query block (2 of them), logsumexp [n, L, 128] f32.
+  assert fwd_bytes == 2 * tensor + 2 * 2 * tensor + 2 * 3 * 1024 * 128 * 4
+  local = aot.SplashLayer(2, 3, 1024, 64, window=64, block=128)
+  assert aot.splash_pass_cost(local, "fwd")[0] == 4 * 2 * 3 * 64 * 22 * 128 * 128
+  with pytest.raises(ValueError, match="not one of fwd, dq, dkv"):
+    aot.splash_pass_cost(layer, "bwd")
+
+
+def test_splash_cost_is_max_of_compute_and_bandwidth_per_call():
+  chip = aot.CHIPS["v5p"]
+  layers = [aot.SplashLayer(1, 12, 8192, 64, None, 512), aot.SplashLayer(1, 12, 8192, 64, 64, 512)]
+  # save_dots recomputes the forward in the backward pass: 2 fwd calls per layer.
+  cost = aot.splash_cost(layers, {"fwd": 4, "dq": 2, "dkv": 2}, chip, efficiency=0.5)
+  expected = 0.0
+  for layer in layers:
+    for phase, times in (("fwd", 2), ("dq", 1), ("dkv", 1)):
+      f, b = aot.splash_pass_cost(layer, phase)
+      expected += times * max(f / (459e12 * 0.5), b / 2765e9)
+  assert cost.seconds == pytest.approx(expected)
+  assert cost.keys_per_query == {"global": 8192, "local ±64": 46 * 512 * 512 / 8192}
+  slower = aot.splash_cost(layers, {"fwd": 4, "dq": 2, "dkv": 2}, chip, efficiency=0.25)
+  assert slower.seconds == pytest.approx(2 * cost.seconds)  # compute-bound at these shapes
+  assert aot.splash_cost(layers, {"fwd": 0, "dq": 0, "dkv": 0}, chip) is None
+  with pytest.raises(ValueError, match="efficiency must be in"):
+    aot.splash_cost(layers, {"fwd": 2, "dq": 2, "dkv": 2}, chip, efficiency=0)
+  line = cost.line()
+  assert "ADDED: 4 fwd, 2 dq, 2 dkv calls per device" in line
+  assert "max(FLOPs / (0.5 x 459 TFLOP/s), bytes / 2765 GB/s)" in line
+  assert "backward (dq + dkv) = 3.5x fwd" in line and "local ±64 1472" in line
+
+
+def test_splash_calls_are_counted_from_the_compiled_hlo():
+  hlo = "\n".join([
+      '%a = bf16[8,12,1024,64]{3,2,1,0} custom-call(%q, %k), custom_call_target="tpu_custom_call"'
+      ', metadata={op_name="jit(step)/splash_mha_fwd_segmented_residuals/pallas_call"}',
+      '%b = bf16[8,12,1024,64]{3,2,1,0} custom-call(%q), custom_call_target="tpu_custom_call", '
+      'metadata={op_name="jit(step)/transpose(jvp(splash_mha_dkv_segmented_no_residuals))"}',
+      '%c = bf16[8,12,1024,64]{3,2,1,0} custom-call(%q), custom_call_target="tpu_custom_call", '
+      'metadata={op_name="jit(step)/splash_mha_dq_segmented_no_residuals"}',
+      '%d = f32[8] custom-call(%x), custom_call_target="Sharding", '
+      'metadata={op_name="splash_mha_fwd_segmented_residuals/sharding"}',
+      "%e = f32[8] add(%x, %y)"])
+  assert aot.count_splash_calls(hlo) == {"fwd": 1, "dq": 1, "dkv": 1}
+
+
+def test_report_prints_xla_alone_the_kernels_and_their_sum():
+  chip = aot.CHIPS["v5p"]
+  kernels = aot.splash_cost([aot.SplashLayer(4, 12, 1024, 64, None, 512)],
+                            {"fwd": 1, "dq": 1, "dkv": 1}, chip)
+  xla = 0.010
+  report = aot.AotReport(
+      topology="v5p-8", devices=4, mesh={"data": 4}, batch_size=16, seq_len=1024,
+      per_device_bytes=GIB, hbm_bytes=chip.hbm_bytes, model_flops_per_step=1e13,
+      compiler_flops_per_device=1e12, estimated_step_s=xla + kernels.seconds,
+      estimated_mfu=1e13 / (xla + kernels.seconds) / (4 * 459e12),
+      estimated_seq_per_s=16 / (xla + kernels.seconds), compile_s=1.0, scanned=False,
+      xla_step_s=xla, splash=kernels)
+  assert report.xla_mfu == pytest.approx(1e13 / xla / (4 * 459e12))
+  lines = report.lines()
+  assert lines[-3].startswith("compiler's ESTIMATED step time, XLA's cost model alone: 10.00 ms")
+  assert lines[-2].startswith("splash attention (a Pallas kernel: XLA's cost model counts it as "
+                              "~0) ADDED: 1 fwd, 1 dq, 1 dkv calls per device")
+  assert lines[-1].startswith(
+      f"ESTIMATED step time with splash: {(xla + kernels.seconds) * 1e3:.2f} ms -> estimated MFU")
+
+
+GIB = 1024 ** 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                    reason="libtpu is not installed (pip install 'bert_jax[tpu]')")
+def test_compile_only_adds_the_splash_kernels_cost():
+  proc = run_cli([f"--config={REPO / 'configs' / 'modernbert_tiny.py'}", "--compile_only",
+                  "--topology=v5p-8", "--config.model.dtype=bfloat16",
+                  "--config.data.seq_len=1024", "--config.data.max_predictions_per_seq=308",
+                  "--config.train.batch_size=16"], timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout
+  # 4 layers (global, local, local, global), no remat: one fwd, dq and dkv per layer.
+  assert "ADDED: 4 fwd, 4 dq, 4 dkv calls per device" in out, out
+  assert "compiler's ESTIMATED step time, XLA's cost model alone:" in out
+  assert "ESTIMATED step time with splash:" in out
