@@ -25,12 +25,36 @@ peak) run in the process environment `python -m bert_jax.train` gives itself (gl
 huge-page tunable, bert_jax/cli.py); the peers run as they start by default, or in
 the same environment with --peers_huge_pages. With --json the
 last line is one JSON object.
+
+ModernBERT (--model=modernbert_tiny|modernbert_base|modernbert_large: any preset of
+bert_jax.models.PRESETS, the family from its model_type):
+  python benchmarks/train_step.py --model=modernbert_base --seq_len=1024 --batch_size=2 \
+      [--peers] [--json]
+"ours" is the same jitted step with the recipe's run config (configs/<model>.py, else
+configs/modernbert_base.py with the preset swapped in): objective none (masked LM only),
+StableAdamW (optax, optimizer.name=stable_adamw, decouple_lr, b2 0.98, wd 1e-5), attention
+dropout 0, --max_predictions default 30% of seq_len rounded up (308 at 1024), on
+pretraining.synthetic_batch rows (unpadded, unpacked). Its peers, HF transformers PyTorch
+ModernBertForMaskedLM built from the same model config (to_hf_dict), on the same batch (labels
+-100 except at the same masked positions), with optimi's StableAdamW (same hyperparameters,
+decouple_lr, no decay on biases and norms) when `optimi` (torch-optimi, the hf extra) is
+importable, else torch.optim.AdamW (the table says which):
+  torch              attn_implementation="sdpa", sparse_prediction=True (head and decoder on the
+                     masked positions only, as ours), eager PyTorch
+  torch_eager_attn   attn_implementation="eager" (explicit softmax attention), sparse
+  torch_full_logits  sdpa, sparse_prediction=False (logits over all positions)
+  torch_compile      sdpa, sparse, the model under torch.compile (inductor; the first call,
+                     compile included, is its "compile s")
+--peers runs torch, torch_eager_attn and torch_full_logits; --only picks any of these.
+MFU uses ModernBERT's FLOPs per token (docs/formulas.md section 1b) for every row.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import resource
 import subprocess
@@ -108,8 +132,41 @@ def _batch(args, vocab: int):
           "next_sentence_label": rng.integers(0, 2, (b,)).astype(np.int32)}
 
 
+def _family(model: str) -> str:
+  """"bert" | "modernbert": the preset's model_type (bert_jax needed: not in the hf_flax venv)."""
+  from bert_jax import get_config
+  return get_config(model).model_type
+
+
+def _modernbert_run_config(args):
+  """The ModernBERT recipe's run config at the benchmark's shapes: configs/<model>.py where it
+  exists, else configs/modernbert_base.py with the preset swapped in."""
+  name = args.model if os.path.exists(repo_configs.path(args.model)) else "modernbert_base"
+  c = repo_configs.load(name)
+  c.model.preset = args.model
+  c.model.dtype = args.dtype
+  c.model.scan_layers = args.scan
+  c.model.remat_policy = args.remat
+  c.data.seq_len, c.data.max_predictions_per_seq = args.seq_len, args.max_predictions
+  c.data.pack = False  # synthetic rows: unpadded, one sequence each
+  c.data.objective = "none"
+  c.train.batch_size = args.batch_size
+  c.train.grad_accum_steps = 1
+  return c
+
+
+def _modernbert_model_config(args):
+  """The model config ours trains (training/config.py's one mapping from the run config)."""
+  from bert_jax import get_config
+  from bert_jax.training import config as run_config
+  return run_config.model_config(_modernbert_run_config(args).model,
+                                 get_config(args.model).vocab_size)
+
+
 # ---- workers (one per subprocess) -------------------------------------------------------------
 def worker_ours(args) -> dict:
+  if _family(args.model) == "modernbert":
+    return worker_ours_modernbert(args)
   import jax
   from bert_jax.parallel import sharding
   from bert_jax.training import pretraining
@@ -147,6 +204,50 @@ def worker_ours(args) -> dict:
           "device_peak_bytes": _jax_device_peak_bytes()}
 
 
+def worker_ours_modernbert(args) -> dict:
+  """Our ModernBERT step: objective none, the recipe's StableAdamW, synthetic unpacked rows."""
+  import jax
+  from bert_jax.models import attention
+  from bert_jax.parallel import sharding
+  from bert_jax.training import pretraining
+  from bert_jax.training import train_state
+  base_rss = _rss_mb()
+  c = _modernbert_run_config(args)
+  vocab = _modernbert_model_config(args).vocab_size
+  device = _first_device(args)
+  mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
+  t = time.perf_counter()
+  setup = pretraining.build(c, mesh, vocab, objective="none")
+  state = setup.init_state(jax.random.key(0))
+  batch = train_state.global_batch(
+      pretraining.synthetic_batch(args.batch_size, args.seq_len, args.max_predictions, vocab,
+                                  seed=0), setup.batch_sharding)
+  compiled = setup.train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t
+  mem = compiled.memory_analysis()
+  box = [state]
+
+  def step():
+    box[0], metrics = compiled(box[0], batch)
+    jax.block_until_ready(metrics)
+
+  _, times = _time(step, args.warmup, args.steps)
+  mcfg = setup.bert_config
+  o = c.optimizer
+  return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,
+          "peak_rss_mb": _peak_rss_mb(), "device": jax.devices()[0].device_kind,
+          "xla_step_bytes": mem.argument_size_in_bytes + mem.output_size_in_bytes
+          - mem.alias_size_in_bytes + mem.temp_size_in_bytes,
+          "flops_per_token": setup.flops_per_token,
+          "device_peak_bytes": _jax_device_peak_bytes(),
+          "what": f"bert_jax step, {mcfg.dtype}, {o.name} (optax; decouple_lr="
+                  f"{o.decouple_lr}, b2 {o.b2}, wd {o.weight_decay}), attention "
+                  + attention.describe(mcfg, backend=attention.backend_of(device),
+                                       seq_len=args.seq_len)
+                  + f", attention dropout {mcfg.attention_dropout}, logits at masked positions",
+          "version": f"jax {jax.__version__}"}
+
+
 def worker_plain_jax(args) -> dict:
   import jax
   import plain_jax_bert  # benchmarks/plain_jax_bert.py
@@ -169,6 +270,8 @@ def worker_plain_jax(args) -> dict:
 
 
 def worker_torch(args) -> dict:
+  if _family(args.model) == "modernbert":
+    return worker_torch_modernbert(args, **TORCH_MODERNBERT["torch"])
   import numpy as np
   import torch
   import transformers
@@ -203,6 +306,88 @@ def worker_torch(args) -> dict:
   return {"compile_s": first, "times": times, "base_rss_mb": base_rss,
           "peak_rss_mb": _peak_rss_mb(), "version": f"torch {torch.__version__}, "
           f"transformers {transformers.__version__}", "threads": torch.get_num_threads(),
+          "device_peak_bytes": torch.cuda.max_memory_allocated() if dev == "cuda" else None}
+
+
+# ModernBERT's torch peers: worker name -> how HF's ModernBertForMaskedLM runs.
+TORCH_MODERNBERT = {
+    "torch": {"attn": "sdpa", "sparse": True, "compiled": False},
+    "torch_eager_attn": {"attn": "eager", "sparse": True, "compiled": False},
+    "torch_full_logits": {"attn": "sdpa", "sparse": False, "compiled": False},
+    "torch_compile": {"attn": "sdpa", "sparse": True, "compiled": True},
+}
+
+
+def _torch_stable_adamw(model, o):
+  """optimi's StableAdamW with the run config's settings (no decay on biases and norms, as
+  ModernBERT's filter_bias_norm_wd and our weight_decay_mask), or torch's AdamW without it."""
+  import torch
+  decay, no_decay = [], []
+  for name, p in model.named_parameters():  # tied decoder.weight is listed once
+    (no_decay if name.endswith("bias") or "norm" in name else decay).append(p)
+  groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+  try:
+    import optimi
+  except ImportError:
+    return (torch.optim.AdamW(groups, lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps,
+                              weight_decay=o.weight_decay),
+            "torch.optim.AdamW (optimi not installed: NOT the same optimizer)")
+  return (optimi.StableAdamW(groups, lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps,
+                             weight_decay=o.weight_decay, decouple_lr=o.decouple_lr,
+                             max_lr=o.learning_rate if o.decouple_lr else None),
+          f"optimi {getattr(optimi, '__version__', '?')} StableAdamW (decouple_lr="
+          f"{o.decouple_lr})")
+
+
+def worker_torch_modernbert(args, attn: str, sparse: bool, compiled: bool) -> dict:
+  """HF ModernBertForMaskedLM on our model config and batch, with the recipe's optimizer."""
+  import numpy as np
+  import torch
+  import transformers
+  from bert_jax.training import pretraining
+  base_rss = _rss_mb()
+  torch.set_num_threads(os.cpu_count())
+  dev = "cuda" if args.device == "gpu" else "cpu"
+  if dev == "cuda" and not torch.cuda.is_available():
+    raise SystemExit("--device=gpu but torch sees no CUDA device (a CPU-only torch build?)")
+  d = json.loads(args.hf_config)
+  for key, fallback in (("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2),
+                        ("cls_token_id", 1), ("sep_token_id", 2)):
+    if d.get(key) is None or d[key] >= d["vocab_size"]:  # special ids inside the vocabulary
+      d[key] = fallback
+  cfg = transformers.ModernBertConfig(**d, attn_implementation=attn, sparse_prediction=sparse)
+  model = transformers.ModernBertForMaskedLM(cfg).train().to(dev)
+  assert model.config._attn_implementation == attn, model.config._attn_implementation
+  opt, opt_name = _torch_stable_adamw(model, _modernbert_run_config(args).optimizer)
+  b = pretraining.synthetic_batch(args.batch_size, args.seq_len, args.max_predictions,
+                                  d["vocab_size"], seed=0)
+  labels = np.full(b["input_ids"].shape, -100, np.int64)
+  np.put_along_axis(labels, b["masked_positions"], b["masked_ids"], axis=1)
+  inputs = {"input_ids": torch.tensor(b["input_ids"], dtype=torch.long),
+            "attention_mask": torch.tensor(b["attention_mask"], dtype=torch.long),
+            "labels": torch.tensor(labels)}
+  inputs = {k: v.to(dev) for k, v in inputs.items()}
+  forward = torch.compile(model) if compiled else model
+  use_bf16 = args.dtype == "bfloat16"
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=use_bf16):
+      loss = forward(**inputs).loss
+    loss.backward()
+    opt.step()
+    if dev == "cuda":
+      torch.cuda.synchronize()
+
+  first, times = _time(step, args.warmup, args.steps)
+  dtype = "float32" + (" + bf16 autocast" if use_bf16 else "")
+  return {"compile_s": first, "times": times, "base_rss_mb": base_rss,
+          "peak_rss_mb": _peak_rss_mb(), "version": f"torch {torch.__version__}, "
+          f"transformers {transformers.__version__}", "threads": torch.get_num_threads(),
+          "what": f"HF ModernBertForMaskedLM, {dtype}, {opt_name}, attn_implementation={attn}, "
+                  f"sparse_prediction={sparse}, "
+                  + ("torch.compile" if compiled else "eager PyTorch")
+                  + f", {torch.get_num_threads()} threads",
           "device_peak_bytes": torch.cuda.max_memory_allocated() if dev == "cuda" else None}
 
 
@@ -267,6 +452,10 @@ def worker_peak(args) -> dict:
 
 WORKERS = {"ours": worker_ours, "plain_jax": worker_plain_jax, "torch": worker_torch,
            "hf_flax": worker_hf_flax, "peak": worker_peak}
+WORKERS.update({name: functools.partial(worker_torch_modernbert, **how)
+                for name, how in TORCH_MODERNBERT.items() if name != "torch"})
+BERT_PEERS = ("torch", "hf_flax", "plain_jax")
+MODERNBERT_PEERS = tuple(TORCH_MODERNBERT)
 
 
 # ---- orchestration ----------------------------------------------------------------------------
@@ -316,19 +505,23 @@ def _run_worker(name: str, args, python: str | None = None) -> dict:
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--model", default="base",
-                 choices=["tiny", "mini", "small", "medium", "base", "large"])
+                 help="a preset of bert_jax.models.PRESETS: tiny, mini, small, medium, base, "
+                      "large (BERT) or modernbert_tiny, modernbert_base, modernbert_large")
   p.add_argument("--seq_len", type=int, default=128)
   p.add_argument("--batch_size", type=int, default=8)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--max_predictions", type=int, default=None,
-                 help="masked positions per sequence (default 20 at 128, 76 at 512)")
+                 help="masked positions per sequence (BERT: default 20 at 128, 76 at 512, "
+                      "else 15%%; ModernBERT: 30%% rounded up, 308 at 1024)")
   p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1: compile)")
   p.add_argument("--remat", default="none", choices=["none", "full", "save_dots"])
   p.add_argument("--scan", action="store_true", help="our step with lax.scan over layers")
-  p.add_argument("--peers", action="store_true", help="also run torch, hf_flax and plain_jax")
+  p.add_argument("--peers", action="store_true", help="also run torch, hf_flax and plain_jax "
+                 "(ModernBERT: torch, torch_eager_attn, torch_full_logits)")
   p.add_argument("--only", default="", help="comma-separated subset of ours,torch,hf_flax,"
-                 "plain_jax")
+                 "plain_jax (ModernBERT: ours,torch,torch_eager_attn,torch_full_logits,"
+                 "torch_compile)")
   p.add_argument("--rounds", type=int, default=1,
                  help="repeat the whole comparison, interleaved (ours, peers, ours, ...), and "
                       "take medians over all rounds: steadier ratios on a noisy machine")
@@ -341,21 +534,36 @@ def main():
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   p.add_argument("--hf_config", default="", help=argparse.SUPPRESS)  # JSON, from the parent
   args = p.parse_args()
-  if args.max_predictions is None:
-    args.max_predictions = max(1, round(args.seq_len * 0.15)) if args.seq_len != 128 else 20
-    args.max_predictions = 76 if args.seq_len == 512 else args.max_predictions
-  if args.worker:
+  if args.worker:  # the parent passes every value explicitly (max_predictions included)
     print(json.dumps(WORKERS[args.worker](args)))
     return
   from bert_jax import get_config
+  from bert_jax.models import PRESETS
   from bert_jax.models.flops import flops_per_token
-  model_config = get_config(args.model, vocab_size=30522)
-  args.hf_config = json.dumps(model_config.to_hf_dict())  # the peers' BertConfig
+  if args.model not in PRESETS:
+    p.error(f"--model={args.model}: not a preset; choose one of {', '.join(PRESETS)}")
+  family = _family(args.model)
+  if args.max_predictions is None and family == "modernbert":
+    args.max_predictions = math.ceil(args.seq_len * 0.3)  # the recipe's 30% (308 at 1024)
+  if args.max_predictions is None:
+    args.max_predictions = max(1, round(args.seq_len * 0.15)) if args.seq_len != 128 else 20
+    args.max_predictions = 76 if args.seq_len == 512 else args.max_predictions
+  if family == "modernbert":
+    model_config = _modernbert_model_config(args)  # the run config's model, as ours builds it
+    peers, known = ["torch", "torch_eager_attn", "torch_full_logits"], MODERNBERT_PEERS
+  else:
+    model_config = get_config(args.model, vocab_size=30522)
+    peers = ["torch", "plain_jax"] if args.device == "gpu" else ["torch", "hf_flax", "plain_jax"]
+    known = BERT_PEERS
+  args.hf_config = json.dumps(model_config.to_hf_dict())  # the peers' Bert/ModernBertConfig
 
-  peers = ["torch", "plain_jax"] if args.device == "gpu" else ["torch", "hf_flax", "plain_jax"]
   names = ["ours"] + (peers if args.peers else [])
   if args.only:
     names = args.only.split(",")
+    unknown = [n for n in names if n not in ("ours",) + known]
+    if unknown:
+      p.error(f"--only: {', '.join(unknown)} not for {family} models; choose from "
+              f"ours,{','.join(known)}")
   if args.device == "gpu" and "hf_flax" in names:
     raise SystemExit("error: --only=hf_flax with --device=gpu: HF Flax runs from .venv-hf-flax, "
                      "which has a CPU jax; leave it out on GPU (the GPU target is vs torch)")
@@ -386,10 +594,18 @@ def main():
                   "peak_mem_bytes": (r["device_peak_bytes"] if r.get("device_peak_bytes")
                                      is not None else
                                      int((r["peak_rss_mb"] - r["base_rss_mb"]) * 2 ** 20))}
-  print(f"BERT-{args.model} seq {args.seq_len} batch {args.batch_size} {args.dtype}, "
-        f"{args.max_predictions} masked/seq; {peak_how} {peak / 1e9:.1f} GFLOP/s; "
-        f"{fpt / 1e9:.4g} GFLOP/token; median of {args.steps} steps x {args.rounds} interleaved "
-        f"round(s), each after {args.warmup} warm-up")
+    if "what" in r:  # ModernBERT's workers say how each side runs (dtype, optimizer, attention)
+      rows[name].update(what=r["what"], version=r["version"])
+  if family == "modernbert":
+    print(f"{args.model} seq {args.seq_len} batch {args.batch_size} {args.dtype}, masked LM "
+          f"only, {args.max_predictions} masked/seq; {peak_how} {peak / 1e9:.1f} GFLOP/s; "
+          f"{fpt / 1e9:.4g} GFLOP/token (ModernBERT formula); median of {args.steps} steps x "
+          f"{args.rounds} interleaved round(s), each after {args.warmup} warm-up")
+  else:
+    print(f"BERT-{args.model} seq {args.seq_len} batch {args.batch_size} {args.dtype}, "
+          f"{args.max_predictions} masked/seq; {peak_how} {peak / 1e9:.1f} GFLOP/s; "
+          f"{fpt / 1e9:.4g} GFLOP/token; median of {args.steps} steps x {args.rounds} "
+          f"interleaved round(s), each after {args.warmup} warm-up")
   tuned = host_environ({}).get("GLIBC_TUNABLES")
   if args.device == "gpu":
     print("device: GPU (peak MB = the device's peak bytes in use)")
@@ -397,18 +613,24 @@ def main():
     print(f"host environment: ours and the peak in bert_jax.train's (GLIBC_TUNABLES={tuned}); "
           + ("peers too (--peers_huge_pages)" if args.peers_huge_pages else
              "peers as they start by default (--peers_huge_pages gives them the same)"))
-  print(f"{'':10s} {'step s':>8s} {'tok/s':>9s} {'seq/s':>8s} {'MFU':>6s} {'compile s':>9s} "
-        f"{'peak MB':>8s} {'ours/x':>7s}")
+  width = max([10] + [len(name) for name in rows])
+  print(f"{'':{width}s} {'step s':>8s} {'tok/s':>9s} {'seq/s':>8s} {'MFU':>6s} "
+        f"{'compile s':>9s} {'peak MB':>8s} {'ours/x':>7s}")
   for name, r in rows.items():
     ratio = rows["ours"]["tokens_per_s"] / r["tokens_per_s"] if "ours" in rows else float("nan")
-    print(f"{name:10s} {r['step_time_s']:8.3f} {r['tokens_per_s']:9.1f} {r['seq_per_s']:8.2f} "
-          f"{100 * r['mfu']:5.1f}% {r['compile_s']:9.1f} {r['peak_mem_bytes'] / 2 ** 20:8.0f} "
-          f"{ratio:7.2f}")
+    print(f"{name:{width}s} {r['step_time_s']:8.3f} {r['tokens_per_s']:9.1f} "
+          f"{r['seq_per_s']:8.2f} {100 * r['mfu']:5.1f}% {r['compile_s']:9.1f} "
+          f"{r['peak_mem_bytes'] / 2 ** 20:8.0f} {ratio:7.2f}")
+  for name, r in rows.items():
+    if "what" in r:
+      print(f"  {name}: {r['what']} ({r['version']})")
   if args.json:
     out = dict(rows.get("ours", next(iter(rows.values()))))
     out.update(host_tunables=tuned, peers_huge_pages=args.peers_huge_pages, device=args.device,
                model=args.model, seq_len=args.seq_len, batch_size=args.batch_size,
                dtype=args.dtype, peak_flops=peak, flops_per_token=fpt,
+               **({"family": family, "max_predictions": args.max_predictions}
+                  if family == "modernbert" else {}),
                peers={k: v for k, v in rows.items() if k != "ours"},
                ratios={k: rows["ours"]["tokens_per_s"] / v["tokens_per_s"]
                        for k, v in rows.items() if k != "ours" and "ours" in rows})
