@@ -32,6 +32,16 @@ _TF1_FIELDS = (
 _RUNTIME_FIELDS = ("dtype", "scan_layers", "remat_policy", "attention_impl")
 
 
+def _check_execution(config, bad) -> None:
+  """The execution fields both families have (dtype, remat_policy, attention_impl)."""
+  if config.dtype not in DTYPES:
+    bad(f"dtype {config.dtype!r} is not one of {', '.join(DTYPES)}")
+  if config.remat_policy not in REMAT_POLICIES:
+    bad(f"remat_policy {config.remat_policy!r} is not one of {', '.join(REMAT_POLICIES)}")
+  if config.attention_impl not in ATTENTION_IMPLS:
+    bad(f"attention_impl {config.attention_impl!r} is not one of {', '.join(ATTENTION_IMPLS)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """Architecture (HF/TF1 names) plus a few execution choices (dtype, scan, remat)."""
@@ -71,12 +81,7 @@ class BertConfig:
           f"{self.num_attention_heads}")
     if self.hidden_act not in ACTIVATIONS:
       bad(f"hidden_act {self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}")
-    if self.dtype not in DTYPES:
-      bad(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-    if self.remat_policy not in REMAT_POLICIES:
-      bad(f"remat_policy {self.remat_policy!r} is not one of {', '.join(REMAT_POLICIES)}")
-    if self.attention_impl not in ATTENTION_IMPLS:
-      bad(f"attention_impl {self.attention_impl!r} is not one of {', '.join(ATTENTION_IMPLS)}")
+    _check_execution(self, bad)
     for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
       if not 0.0 <= getattr(self, name) < 1.0:
         bad(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -198,12 +203,7 @@ class ModernBertConfig:
         bad(f"{name} {getattr(self, name)!r} is not one of {', '.join(ACTIVATIONS)}")
     if self.classifier_pooling not in ("cls", "mean"):
       bad(f"classifier_pooling {self.classifier_pooling!r} is not one of cls, mean")
-    if self.dtype not in DTYPES:
-      bad(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-    if self.remat_policy not in REMAT_POLICIES:
-      bad(f"remat_policy {self.remat_policy!r} is not one of {', '.join(REMAT_POLICIES)}")
-    if self.attention_impl not in ATTENTION_IMPLS:
-      bad(f"attention_impl {self.attention_impl!r} is not one of {', '.join(ATTENTION_IMPLS)}")
+    _check_execution(self, bad)
     for name in ("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout"):
       if not 0.0 <= getattr(self, name) < 1.0:
         bad(f"{name} must be in [0, 1), got {getattr(self, name)!r}")

@@ -323,6 +323,17 @@ class ModernBertForSequenceClassification(nnx.Module):
     return SequenceClassifierOutput(logits=logits, pooled_output=pooled)
 
 
+def _per_token_logits(module, input_ids, attention_mask, deterministic, dropout_rng,
+                      position_ids):
+  """(encoder output, float32 [B, L, C] logits): every token -> head -> dropout -> classifier,
+  the path of the token-classification and QA heads."""
+  out = module.model(input_ids, attention_mask=attention_mask, deterministic=deterministic,
+                     dropout_rng=dropout_rng, position_ids=position_ids)
+  h = dropout(module.head(out.sequence_output), module.config.classifier_dropout,
+              _head_rng(deterministic, dropout_rng))
+  return out, module.classifier(h, out_dtype=jnp.float32).astype(jnp.float32)
+
+
 class ModernBertForTokenClassification(nnx.Module):
   """Every token -> head -> dropout -> classifier [H, C]."""
 
@@ -336,11 +347,8 @@ class ModernBertForTokenClassification(nnx.Module):
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                deterministic: bool = True, dropout_rng: jax.Array | None = None,
                position_ids=None) -> TokenClassifierOutput:
-    out = self.model(input_ids, attention_mask=attention_mask, deterministic=deterministic,
-                     dropout_rng=dropout_rng, position_ids=position_ids)
-    h = dropout(self.head(out.sequence_output), self.config.classifier_dropout,
-                _head_rng(deterministic, dropout_rng))
-    logits = self.classifier(h, out_dtype=jnp.float32).astype(jnp.float32)
+    out, logits = _per_token_logits(self, input_ids, attention_mask, deterministic,
+                                    dropout_rng, position_ids)
     return TokenClassifierOutput(logits=logits, sequence_output=out.sequence_output)
 
 
@@ -356,11 +364,8 @@ class ModernBertForQuestionAnswering(nnx.Module):
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                deterministic: bool = True, dropout_rng: jax.Array | None = None,
                position_ids=None) -> QuestionAnsweringOutput:
-    out = self.model(input_ids, attention_mask=attention_mask, deterministic=deterministic,
-                     dropout_rng=dropout_rng, position_ids=position_ids)
-    h = dropout(self.head(out.sequence_output), self.config.classifier_dropout,
-                _head_rng(deterministic, dropout_rng))
-    logits = self.classifier(h, out_dtype=jnp.float32).astype(jnp.float32)
+    out, logits = _per_token_logits(self, input_ids, attention_mask, deterministic,
+                                    dropout_rng, position_ids)
     return QuestionAnsweringOutput(start_logits=logits[..., 0], end_logits=logits[..., 1],
                                    sequence_output=out.sequence_output)
 

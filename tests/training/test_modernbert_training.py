@@ -12,25 +12,11 @@ import pytest
 from bert_jax.parallel import sharding
 from bert_jax.training import pretraining, train_state, trainer
 from helpers import tiny_config
+from test_pretraining import _run  # the same 3 steps on synthetic batches
 
-STEPS = 3
 # 4 layers (global, local, local, global), an 8-token reach each side: seq 64 > the window.
 MODERN = {"model.preset": "modernbert_tiny", "model.local_attention": 16,
           "data.objective": "none", "data.max_predictions_per_seq": 20}
-
-
-def _run(config, mesh_shape, steps=STEPS, vocab=500):
-  n = int(np.prod(mesh_shape))
-  mesh = sharding.create_mesh(*mesh_shape, devices=jax.devices()[:n])
-  setup = pretraining.build(config, mesh, vocab)
-  state = setup.init_state(jax.random.key(0))
-  losses = []
-  for i in range(steps):
-    batch = pretraining.synthetic_batch(config.train.batch_size, config.data.seq_len,
-                                        config.data.max_predictions_per_seq, vocab, i)
-    state, metrics = setup.train_step(state, train_state.global_batch(batch, setup.batch_sharding))
-    losses.append(float(metrics["loss"]))
-  return losses, state
 
 
 @pytest.fixture(scope="module")
