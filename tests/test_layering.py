@@ -20,7 +20,8 @@ ALLOWED = {
     "finetuning": {"errors", "paths", "parallel", "models", "interop", "text", "data",
                    "training"},
 }
-TOP = {"__init__", "cli", "train", "prepare", "vocab", "export", "finetune"}
+TOP = {"__init__", "cli", "train", "prepare", "vocab", "export", "finetune", "fill_mask",
+       "inference"}
 
 
 def _imported_parts(tree: ast.AST) -> set[str]:
