@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 
 import numpy as np
@@ -292,7 +293,16 @@ def worker_pool(job: Job):
     return contextlib.nullcontext(None)
   text = isinstance(job.shards[0], pdata.TextShard)
   ctx = multiprocessing.get_context("fork" if text else "spawn")
-  return ctx.Pool(min(job.num_workers, len(job.shards)), initializer=_worker_init)
+  # Fork with SIGTERM at its default action, so a worker is killable by Pool.terminate() even
+  # before its initializer runs (or if it never gets there): with a Python handler inherited,
+  # a worker stuck before _worker_init ignored terminate and the pool's exit hung.
+  main = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, signal.SIG_DFL) if main else None
+  try:
+    return ctx.Pool(min(job.num_workers, len(job.shards)), initializer=_worker_init)
+  finally:
+    if main:
+      signal.signal(signal.SIGTERM, previous)
 
 
 def _map_shards(job: Job, split: str, pool=None):
