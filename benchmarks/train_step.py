@@ -47,6 +47,20 @@ importable, else torch.optim.AdamW (the table says which):
                      compile included, is its "compile s")
 --peers runs torch, torch_eager_attn and torch_full_logits; --only picks any of these.
 MFU uses ModernBERT's FLOPs per token (docs/formulas.md section 1b) for every row.
+
+Attention kernel (both families): --attention_impl=auto|xla|cudnn|splash|manual sets ours'
+model.attention_impl (bert_jax/models/attention.py; default auto). A comma-separated list, e.g.
+  python benchmarks/train_step.py --device=gpu --model=base --seq_len=512 --batch_size=32 \
+      --dtype=bfloat16 --attention_impl=cudnn,xla --only=ours,torch --json
+runs ours once per kernel in the same invocation (rows ours[cudnn], ours[xla]; ours/x is then
+over the first of them, x/torch over the torch row) and prints the attention path each row
+actually ran (attention.describe on its device). The fused kernels (xla, cudnn, splash) have no
+attention-probability dropout, so with one of them in the list, or more than one kernel, every
+row runs with attention dropout 0: BERT's preset 0.1 is set to 0 for ours and for the HF peers
+built from the same config (plain_jax keeps its own 0.1; the output says so). A kernel this
+device or shape cannot run (cudnn off an NVIDIA GPU or in float32, splash off TPU) ends the run
+with the library's one-line error before anything is timed. --keep_going records a worker that
+fails (out of memory, a torch without CUDA) as a failed row and goes on with the others.
 """
 
 from __future__ import annotations
@@ -138,7 +152,29 @@ def _family(model: str) -> str:
   return get_config(model).model_type
 
 
-def _modernbert_run_config(args):
+def _set_attention(c, args, impl: str):
+  """The run config's attention settings: attention_impl `impl`; attention dropout
+  --attention_dropout where the parent set it (0 with a fused kernel or several kernels)."""
+  c.model.attention_impl = impl
+  if args.attention_dropout is not None:
+    c.model.attention_probs_dropout_prob = args.attention_dropout
+  return c
+
+
+def _bert_run_config(args, impl: str = "auto"):
+  """BERT's run config at the benchmark's shapes: configs/default.py with the preset, AdamW."""
+  c = repo_configs.load("default")
+  c.model.preset = args.model
+  c.model.dtype = args.dtype
+  c.model.scan_layers = args.scan
+  c.model.remat_policy = args.remat
+  c.data.seq_len, c.data.max_predictions_per_seq = args.seq_len, args.max_predictions
+  c.train.batch_size = args.batch_size
+  c.optimizer.name, c.optimizer.learning_rate = "adamw", 1e-4
+  return _set_attention(c, args, impl)
+
+
+def _modernbert_run_config(args, impl: str = "auto"):
   """The ModernBERT recipe's run config at the benchmark's shapes: configs/<model>.py where it
   exists, else configs/modernbert_base.py with the preset swapped in."""
   name = args.model if os.path.exists(repo_configs.path(args.model)) else "modernbert_base"
@@ -152,15 +188,27 @@ def _modernbert_run_config(args):
   c.data.objective = "none"
   c.train.batch_size = args.batch_size
   c.train.grad_accum_steps = 1
-  return c
+  return _set_attention(c, args, impl)
 
 
-def _modernbert_model_config(args):
+def _model_config(args, impl: str = "auto"):
   """The model config ours trains (training/config.py's one mapping from the run config)."""
   from bert_jax import get_config
   from bert_jax.training import config as run_config
-  return run_config.model_config(_modernbert_run_config(args).model,
-                                 get_config(args.model).vocab_size)
+  if _family(args.model) == "modernbert":
+    return run_config.model_config(_modernbert_run_config(args, impl).model,
+                                   get_config(args.model).vocab_size)
+  return run_config.model_config(_bert_run_config(args, impl).model, 30522)
+
+
+def _attention_path(args, model_config, backend: str) -> str:
+  """attention.describe for ours' model config on `backend`, or the library's one-line error
+  (a fused kernel this backend, dtype or length cannot run) as this process's exit."""
+  from bert_jax.models import attention
+  try:
+    return attention.describe(model_config, backend=backend, seq_len=args.seq_len)
+  except ValueError as e:
+    raise SystemExit(f"error: --attention_impl={model_config.attention_impl}: {e}") from None
 
 
 # ---- workers (one per subprocess) -------------------------------------------------------------
@@ -168,22 +216,18 @@ def worker_ours(args) -> dict:
   if _family(args.model) == "modernbert":
     return worker_ours_modernbert(args)
   import jax
+  from bert_jax.models import attention
   from bert_jax.parallel import sharding
   from bert_jax.training import pretraining
   from bert_jax.training import train_state
   base_rss = _rss_mb()
-  c = repo_configs.load("default")
-  c.model.preset = args.model
-  c.model.dtype = args.dtype
-  c.model.scan_layers = args.scan
-  c.model.remat_policy = args.remat
-  c.data.seq_len, c.data.max_predictions_per_seq = args.seq_len, args.max_predictions
-  c.train.batch_size = args.batch_size
-  c.optimizer.name, c.optimizer.learning_rate = "adamw", 1e-4
-  _first_device(args)
+  c = _bert_run_config(args, args.attention_impl)
+  device = _first_device(args)
   mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
   t = time.perf_counter()
   setup = pretraining.build(c, mesh, 30522)
+  mcfg = setup.bert_config
+  path = _attention_path(args, mcfg, attention.backend_of(device))
   state = setup.init_state(jax.random.key(0))
   batch = train_state.global_batch(_batch(args, 30522), setup.batch_sharding)
   compiled = setup.train_step.lower(state, batch).compile()
@@ -201,7 +245,11 @@ def worker_ours(args) -> dict:
           "xla_step_bytes": mem.argument_size_in_bytes + mem.output_size_in_bytes
           - mem.alias_size_in_bytes + mem.temp_size_in_bytes,
           "flops_per_token": setup.flops_per_token,
-          "device_peak_bytes": _jax_device_peak_bytes()}
+          "device_peak_bytes": _jax_device_peak_bytes(),
+          "attention": path, "attention_dropout": mcfg.attention_probs_dropout_prob,
+          "what": f"bert_jax step, {mcfg.dtype}, adamw (optax), attention {path}, attention "
+                  f"dropout {mcfg.attention_probs_dropout_prob:g}",
+          "version": f"jax {jax.__version__}"}
 
 
 def worker_ours_modernbert(args) -> dict:
@@ -212,12 +260,14 @@ def worker_ours_modernbert(args) -> dict:
   from bert_jax.training import pretraining
   from bert_jax.training import train_state
   base_rss = _rss_mb()
-  c = _modernbert_run_config(args)
-  vocab = _modernbert_model_config(args).vocab_size
+  c = _modernbert_run_config(args, args.attention_impl)
+  vocab = _model_config(args).vocab_size
   device = _first_device(args)
   mesh = sharding.create_mesh(1, 1, 1, devices=jax.devices()[:1])
   t = time.perf_counter()
   setup = pretraining.build(c, mesh, vocab, objective="none")
+  mcfg = setup.bert_config
+  path = _attention_path(args, mcfg, attention.backend_of(device))
   state = setup.init_state(jax.random.key(0))
   batch = train_state.global_batch(
       pretraining.synthetic_batch(args.batch_size, args.seq_len, args.max_predictions, vocab,
@@ -232,7 +282,6 @@ def worker_ours_modernbert(args) -> dict:
     jax.block_until_ready(metrics)
 
   _, times = _time(step, args.warmup, args.steps)
-  mcfg = setup.bert_config
   o = c.optimizer
   return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,
           "peak_rss_mb": _peak_rss_mb(), "device": jax.devices()[0].device_kind,
@@ -240,11 +289,10 @@ def worker_ours_modernbert(args) -> dict:
           - mem.alias_size_in_bytes + mem.temp_size_in_bytes,
           "flops_per_token": setup.flops_per_token,
           "device_peak_bytes": _jax_device_peak_bytes(),
+          "attention": path, "attention_dropout": mcfg.attention_dropout,
           "what": f"bert_jax step, {mcfg.dtype}, {o.name} (optax; decouple_lr="
-                  f"{o.decouple_lr}, b2 {o.b2}, wd {o.weight_decay}), attention "
-                  + attention.describe(mcfg, backend=attention.backend_of(device),
-                                       seq_len=args.seq_len)
-                  + f", attention dropout {mcfg.attention_dropout}, logits at masked positions",
+                  f"{o.decouple_lr}, b2 {o.b2}, wd {o.weight_decay}), attention {path}"
+                  f", attention dropout {mcfg.attention_dropout}, logits at masked positions",
           "version": f"jax {jax.__version__}"}
 
 
@@ -269,6 +317,40 @@ def worker_plain_jax(args) -> dict:
           "peak_rss_mb": _peak_rss_mb(), "device_peak_bytes": _jax_device_peak_bytes()}
 
 
+def _torch_device(args) -> str:
+  """'cuda' with --device=gpu (checked: torch sees a CUDA device), else 'cpu'."""
+  import torch
+  dev = "cuda" if args.device == "gpu" else "cpu"
+  if dev == "cuda" and not torch.cuda.is_available():
+    raise SystemExit("--device=gpu but torch sees no CUDA device (a CPU-only torch build?)")
+  return dev
+
+
+def _time_torch(forward, inputs: dict, opt, dev: str, args, base_rss: float) -> dict:
+  """The torch peers' timed loop: one training step (zero_grad, forward(**inputs).loss under
+  CUDA/CPU bf16 autocast with --dtype=bfloat16, backward, opt.step, a CUDA synchronize) timed by
+  `_time` (--warmup untimed, --steps timed; the first call is the row's "compile s"), and the
+  result fields every torch worker reports."""
+  import torch
+  import transformers
+  use_bf16 = args.dtype == "bfloat16"
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=use_bf16):
+      loss = forward(**inputs).loss
+    loss.backward()
+    opt.step()
+    if dev == "cuda":
+      torch.cuda.synchronize()
+
+  first, times = _time(step, args.warmup, args.steps)
+  return {"compile_s": first, "times": times, "base_rss_mb": base_rss,
+          "peak_rss_mb": _peak_rss_mb(), "version": f"torch {torch.__version__}, "
+          f"transformers {transformers.__version__}", "threads": torch.get_num_threads(),
+          "device_peak_bytes": torch.cuda.max_memory_allocated() if dev == "cuda" else None}
+
+
 def worker_torch(args) -> dict:
   if _family(args.model) == "modernbert":
     return worker_torch_modernbert(args, **TORCH_MODERNBERT["torch"])
@@ -276,9 +358,7 @@ def worker_torch(args) -> dict:
   import torch
   import transformers
   base_rss = _rss_mb()
-  dev = "cuda" if args.device == "gpu" else "cpu"
-  if dev == "cuda" and not torch.cuda.is_available():
-    raise SystemExit("--device=gpu but torch sees no CUDA device (a CPU-only torch build?)")
+  dev = _torch_device(args)
   cfg = transformers.BertConfig(**json.loads(args.hf_config))
   model = transformers.BertForPreTraining(cfg).train().to(dev)
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6, weight_decay=0.01)
@@ -291,22 +371,7 @@ def worker_torch(args) -> dict:
             "labels": torch.tensor(labels),
             "next_sentence_label": torch.tensor(b["next_sentence_label"], dtype=torch.long)}
   inputs = {k: v.to(dev) for k, v in inputs.items()}
-  use_bf16 = args.dtype == "bfloat16"
-
-  def step():
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast(dev, dtype=torch.bfloat16, enabled=use_bf16):
-      loss = model(**inputs).loss
-    loss.backward()
-    opt.step()
-    if dev == "cuda":
-      torch.cuda.synchronize()
-
-  first, times = _time(step, args.warmup, args.steps)
-  return {"compile_s": first, "times": times, "base_rss_mb": base_rss,
-          "peak_rss_mb": _peak_rss_mb(), "version": f"torch {torch.__version__}, "
-          f"transformers {transformers.__version__}", "threads": torch.get_num_threads(),
-          "device_peak_bytes": torch.cuda.max_memory_allocated() if dev == "cuda" else None}
+  return _time_torch(model, inputs, opt, dev, args, base_rss)
 
 
 # ModernBERT's torch peers: worker name -> how HF's ModernBertForMaskedLM runs.
@@ -347,9 +412,7 @@ def worker_torch_modernbert(args, attn: str, sparse: bool, compiled: bool) -> di
   from bert_jax.training import pretraining
   base_rss = _rss_mb()
   torch.set_num_threads(os.cpu_count())
-  dev = "cuda" if args.device == "gpu" else "cpu"
-  if dev == "cuda" and not torch.cuda.is_available():
-    raise SystemExit("--device=gpu but torch sees no CUDA device (a CPU-only torch build?)")
+  dev = _torch_device(args)
   d = json.loads(args.hf_config)
   for key, fallback in (("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2),
                         ("cls_token_id", 1), ("sep_token_id", 2)):
@@ -368,27 +431,13 @@ def worker_torch_modernbert(args, attn: str, sparse: bool, compiled: bool) -> di
             "labels": torch.tensor(labels)}
   inputs = {k: v.to(dev) for k, v in inputs.items()}
   forward = torch.compile(model) if compiled else model
-  use_bf16 = args.dtype == "bfloat16"
-
-  def step():
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast(dev, dtype=torch.bfloat16, enabled=use_bf16):
-      loss = forward(**inputs).loss
-    loss.backward()
-    opt.step()
-    if dev == "cuda":
-      torch.cuda.synchronize()
-
-  first, times = _time(step, args.warmup, args.steps)
-  dtype = "float32" + (" + bf16 autocast" if use_bf16 else "")
-  return {"compile_s": first, "times": times, "base_rss_mb": base_rss,
-          "peak_rss_mb": _peak_rss_mb(), "version": f"torch {torch.__version__}, "
-          f"transformers {transformers.__version__}", "threads": torch.get_num_threads(),
-          "what": f"HF ModernBertForMaskedLM, {dtype}, {opt_name}, attn_implementation={attn}, "
-                  f"sparse_prediction={sparse}, "
-                  + ("torch.compile" if compiled else "eager PyTorch")
-                  + f", {torch.get_num_threads()} threads",
-          "device_peak_bytes": torch.cuda.max_memory_allocated() if dev == "cuda" else None}
+  out = _time_torch(forward, inputs, opt, dev, args, base_rss)
+  dtype = "float32" + (" + bf16 autocast" if args.dtype == "bfloat16" else "")
+  out["what"] = (f"HF ModernBertForMaskedLM, {dtype}, {opt_name}, attn_implementation={attn}, "
+                 f"sparse_prediction={sparse}, " + ("torch.compile" if compiled else
+                                                    "eager PyTorch")
+                 + f", {torch.get_num_threads()} threads")
+  return out
 
 
 def worker_hf_flax(args) -> dict:
@@ -478,12 +527,26 @@ def host_environ(env: dict) -> dict:
   return cli.huge_pages_environ(env) or env
 
 
-def _run_worker(name: str, args, python: str | None = None) -> dict:
+class WorkerFailed(Exception):
+  """A worker exited non-zero; the message is one line (its own `error: ...` where it gave one)."""
+
+
+def _ours_name(impl: str, impls: list[str]) -> str:
+  """The table row of ours with attention_impl `impl`: "ours", or "ours[impl]" when several
+  kernels are compared."""
+  return "ours" if len(impls) == 1 else f"ours[{impl}]"
+
+
+def _run_worker(name: str, args, python: str | None = None, impl: str | None = None) -> dict:
+  label = name if impl is None else _ours_name(impl, args.attention_impl.split(","))
   cmd = [python or sys.executable, os.path.abspath(__file__), f"--worker={name}",
          f"--model={args.model}", f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}",
          f"--dtype={args.dtype}", f"--max_predictions={args.max_predictions}",
          f"--steps={args.steps}", f"--warmup={args.warmup}", f"--remat={args.remat}",
-         f"--device={args.device}", f"--hf_config={args.hf_config}"]
+         f"--device={args.device}", f"--hf_config={args.hf_config}",
+         f"--attention_impl={impl or args.attention_impl.split(',')[0]}"]
+  if args.attention_dropout is not None:
+    cmd.append(f"--attention_dropout={args.attention_dropout}")
   if args.scan:
     cmd.append("--scan")
   platform = "cuda" if args.device == "gpu" and name != "hf_flax" else "cpu"
@@ -494,11 +557,15 @@ def _run_worker(name: str, args, python: str | None = None) -> dict:
     env = host_environ(env)
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
   if proc.returncode:
+    last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+    if last.startswith("error: "):  # the worker's own one-line error (e.g. the attention kernel)
+      raise WorkerFailed(f"error: {label}: {last[len('error: '):]}")
+    if args.keep_going and name != "peak":
+      raise WorkerFailed(f"error: the {label} worker failed ({last})")
     if args.device == "gpu":  # most likely no GPU here, or a CPU-only jax/torch: say which
-      last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
-      raise SystemExit(f"error: --device=gpu: the {name} worker failed ({last}); on a machine "
+      raise SystemExit(f"error: --device=gpu: the {label} worker failed ({last}); on a machine "
                        "with an NVIDIA GPU, set up with launch/setup_venv.sh gpu,hf")
-    raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+    raise RuntimeError(f"{label} failed:\n{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -517,6 +584,16 @@ def main():
   p.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1: compile)")
   p.add_argument("--remat", default="none", choices=["none", "full", "save_dots"])
   p.add_argument("--scan", action="store_true", help="our step with lax.scan over layers")
+  p.add_argument("--attention_impl", default="auto",
+                 help="ours' model.attention_impl: auto, xla, cudnn, splash or manual "
+                      "(bert_jax/models/attention.py), or a comma-separated list of them "
+                      "(e.g. cudnn,xla): one row of ours per kernel, in the same run; with a "
+                      "fused kernel (xla, cudnn, splash) or several, attention dropout is 0 in "
+                      "every row")
+  p.add_argument("--keep_going", action="store_true",
+                 help="a worker that fails (out of memory, no CUDA torch, ...) becomes a failed "
+                      "row and the other rows still run (the peak worker's failure still ends "
+                      "the run)")
   p.add_argument("--peers", action="store_true", help="also run torch, hf_flax and plain_jax "
                  "(ModernBERT: torch, torch_eager_attn, torch_full_logits)")
   p.add_argument("--only", default="", help="comma-separated subset of ours,torch,hf_flax,"
@@ -533,26 +610,37 @@ def main():
   p.add_argument("--json", action="store_true")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   p.add_argument("--hf_config", default="", help=argparse.SUPPRESS)  # JSON, from the parent
+  p.add_argument("--attention_dropout", type=float, default=None,  # set by the parent
+                 help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.worker:  # the parent passes every value explicitly (max_predictions included)
     print(json.dumps(WORKERS[args.worker](args)))
     return
-  from bert_jax import get_config
   from bert_jax.models import PRESETS
+  from bert_jax.models import attention
   from bert_jax.models.flops import flops_per_token
   if args.model not in PRESETS:
     p.error(f"--model={args.model}: not a preset; choose one of {', '.join(PRESETS)}")
+  impls = args.attention_impl.split(",")
+  unknown = [i for i in impls if i not in attention.IMPLS]
+  if unknown or len(set(impls)) < len(impls):
+    p.error(f"--attention_impl={args.attention_impl}: "
+            + (f"{', '.join(unknown)} not one of {', '.join(attention.IMPLS)}" if unknown
+               else "a kernel is listed twice"))
+  if args.attention_dropout is not None:
+    p.error("--attention_dropout is set by the benchmark itself (0 with a fused kernel)")
+  if len(impls) > 1 or any(i in attention.FUSED_IMPLS for i in impls):
+    args.attention_dropout = 0.0  # fused kernels have none; the other rows match them
   family = _family(args.model)
   if args.max_predictions is None and family == "modernbert":
     args.max_predictions = math.ceil(args.seq_len * 0.3)  # the recipe's 30% (308 at 1024)
   if args.max_predictions is None:
     args.max_predictions = max(1, round(args.seq_len * 0.15)) if args.seq_len != 128 else 20
     args.max_predictions = 76 if args.seq_len == 512 else args.max_predictions
+  model_config = _model_config(args)  # the run config's model, as ours builds it
   if family == "modernbert":
-    model_config = _modernbert_model_config(args)  # the run config's model, as ours builds it
     peers, known = ["torch", "torch_eager_attn", "torch_full_logits"], MODERNBERT_PEERS
   else:
-    model_config = get_config(args.model, vocab_size=30522)
     peers = ["torch", "plain_jax"] if args.device == "gpu" else ["torch", "hf_flax", "plain_jax"]
     known = BERT_PEERS
   args.hf_config = json.dumps(model_config.to_hf_dict())  # the peers' Bert/ModernBertConfig
@@ -567,20 +655,40 @@ def main():
   if args.device == "gpu" and "hf_flax" in names:
     raise SystemExit("error: --only=hf_flax with --device=gpu: HF Flax runs from .venv-hf-flax, "
                      "which has a CPU jax; leave it out on GPU (the GPU target is vs torch)")
-  peaks, results = [], {}
+  if "ours" in names:  # a kernel this device or shape cannot run: the library's error, up front
+    backend = "gpu" if args.device == "gpu" else "cpu"  # (the workers check their real device)
+    for impl in impls:
+      _attention_path(args, model_config.replace(attention_impl=impl), backend)
+  # (worker, attention_impl or None, row name) in running order: ours once per kernel
+  runs = [(n, i, _ours_name(i, impls)) if n == "ours" else (n, None, n)
+          for n in names for i in (impls if n == "ours" else [None])]
+  peaks, results, failed = [], {}, {}
   for r in range(args.rounds):
-    measured = _run_worker("peak", args)
+    try:
+      measured = _run_worker("peak", args)
+    except WorkerFailed as e:
+      raise SystemExit(str(e)) from None
     peaks.append(measured["peak_flops"])
     peak_how = measured["peak_how"]
-    for name in names:
+    for name, impl, row in runs:
+      if row in failed:
+        continue
       python = _ensure_flax_venv() if name == "hf_flax" else None
-      print(f"round {r + 1}/{args.rounds}: running {name}...", file=sys.stderr)
-      out = _run_worker(name, args, python)
-      if name in results:  # keep the first round's compile time, pool the step times
-        results[name]["times"] += out["times"]
-        results[name]["peak_rss_mb"] = max(results[name]["peak_rss_mb"], out["peak_rss_mb"])
+      print(f"round {r + 1}/{args.rounds}: running {row}...", file=sys.stderr)
+      try:
+        out = _run_worker(name, args, python, impl)
+      except WorkerFailed as e:
+        if not args.keep_going:
+          raise SystemExit(str(e)) from None
+        print(f"{e} (--keep_going: the other rows go on)", file=sys.stderr)
+        failed[row] = str(e)
+        results.pop(row, None)
+        continue
+      if row in results:  # keep the first round's compile time, pool the step times
+        results[row]["times"] += out["times"]
+        results[row]["peak_rss_mb"] = max(results[row]["peak_rss_mb"], out["peak_rss_mb"])
       else:
-        results[name] = out
+        results[row] = out
   peak = max(peaks)
   fpt = flops_per_token(model_config, args.seq_len, args.max_predictions)
   tokens = args.batch_size * args.seq_len
@@ -594,8 +702,13 @@ def main():
                   "peak_mem_bytes": (r["device_peak_bytes"] if r.get("device_peak_bytes")
                                      is not None else
                                      int((r["peak_rss_mb"] - r["base_rss_mb"]) * 2 ** 20))}
-    if "what" in r:  # ModernBERT's workers say how each side runs (dtype, optimizer, attention)
+    if "what" in r:  # the workers say how each side runs (dtype, optimizer, attention)
       rows[name].update(what=r["what"], version=r["version"])
+    if "attention" in r:  # ours: the attention path this row ran, on its device
+      rows[name].update(attention_impl=impls[[_ours_name(i, impls) for i in impls].index(name)],
+                        attention=r["attention"], attention_dropout=r["attention_dropout"])
+  ours_rows = [_ours_name(i, impls) for i in impls if _ours_name(i, impls) in rows]
+  ref = ours_rows[0] if ours_rows else None  # ours/x is over this row (the first kernel's)
   if family == "modernbert":
     print(f"{args.model} seq {args.seq_len} batch {args.batch_size} {args.dtype}, masked LM "
           f"only, {args.max_predictions} masked/seq; {peak_how} {peak / 1e9:.1f} GFLOP/s; "
@@ -613,27 +726,49 @@ def main():
     print(f"host environment: ours and the peak in bert_jax.train's (GLIBC_TUNABLES={tuned}); "
           + ("peers too (--peers_huge_pages)" if args.peers_huge_pages else
              "peers as they start by default (--peers_huge_pages gives them the same)"))
+  if args.attention_dropout is not None:
+    print(f"attention: ours with attention_impl {', '.join(impls)}; attention dropout 0 in "
+          "every row (the fused kernels have none"
+          + ("; BERT's preset 0.1 set to 0 for ours and the HF peers"
+             + ("; plain_jax keeps its 0.1" if "plain_jax" in names else "")
+             if family == "bert" else "; the recipe's is 0 already") + ")")
+  vs_torch = "torch" in rows
+  notes = ([f"ours/x: {ref}'s tok/s over the row's"] if ref and (len(ours_rows) > 1 or vs_torch)
+           else []) + (["x/torch: the row's tok/s over torch's"] if vs_torch else [])
+  if notes:
+    print("; ".join(notes))
   width = max([10] + [len(name) for name in rows])
   print(f"{'':{width}s} {'step s':>8s} {'tok/s':>9s} {'seq/s':>8s} {'MFU':>6s} "
-        f"{'compile s':>9s} {'peak MB':>8s} {'ours/x':>7s}")
+        f"{'compile s':>9s} {'peak MB':>8s} {'ours/x':>7s}" + (f" {'x/torch':>7s}" if vs_torch
+                                                               else ""))
   for name, r in rows.items():
-    ratio = rows["ours"]["tokens_per_s"] / r["tokens_per_s"] if "ours" in rows else float("nan")
+    ratio = rows[ref]["tokens_per_s"] / r["tokens_per_s"] if ref else float("nan")
     print(f"{name:{width}s} {r['step_time_s']:8.3f} {r['tokens_per_s']:9.1f} "
           f"{r['seq_per_s']:8.2f} {100 * r['mfu']:5.1f}% {r['compile_s']:9.1f} "
-          f"{r['peak_mem_bytes'] / 2 ** 20:8.0f} {ratio:7.2f}")
+          f"{r['peak_mem_bytes'] / 2 ** 20:8.0f} {ratio:7.2f}"
+          + (f" {r['tokens_per_s'] / rows['torch']['tokens_per_s']:7.2f}" if vs_torch else ""))
+  for name, msg in failed.items():
+    print(f"{name:{width}s} FAILED: {msg}")
   for name, r in rows.items():
     if "what" in r:
       print(f"  {name}: {r['what']} ({r['version']})")
+  if not rows:
+    raise SystemExit("error: every row failed")
   if args.json:
-    out = dict(rows.get("ours", next(iter(rows.values()))))
+    out = dict(rows[ref] if ref else next(iter(rows.values())))
     out.update(host_tunables=tuned, peers_huge_pages=args.peers_huge_pages, device=args.device,
                model=args.model, seq_len=args.seq_len, batch_size=args.batch_size,
                dtype=args.dtype, peak_flops=peak, flops_per_token=fpt,
                **({"family": family, "max_predictions": args.max_predictions}
                   if family == "modernbert" else {}),
-               peers={k: v for k, v in rows.items() if k != "ours"},
-               ratios={k: rows["ours"]["tokens_per_s"] / v["tokens_per_s"]
-                       for k, v in rows.items() if k != "ours" and "ours" in rows})
+               attention_impls=impls, attention_dropout_set=args.attention_dropout,
+               ours={rows[n]["attention_impl"]: rows[n] for n in ours_rows},
+               peers={k: v for k, v in rows.items() if k not in ours_rows},
+               ratios={k: rows[ref]["tokens_per_s"] / v["tokens_per_s"]
+                       for k, v in rows.items() if k != ref and ref},
+               **({"vs_torch": {k: v["tokens_per_s"] / rows["torch"]["tokens_per_s"]
+                                for k, v in rows.items() if k != "torch"}} if vs_torch else {}),
+               **({"failed": failed} if failed else {}))
     print(json.dumps(out))
 
 
