@@ -50,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 256  # GLOBAL batch size (sequences per optimizer step, all hosts).
   c.train.num_steps = 1_000_000  # optimizer steps in total (the schedule decays to here).
   c.train.grad_accum_steps = 1  # micro-batches per step (batch_size must divide by it).
+  # Batch-size warmup (ModernBERT): start at this many sequences (0: off) and grow in steps of
+  # it to batch_size over the first batch_size_warmup_tokens tokens (rows x seq_len).
+  c.train.batch_size_warmup_min = 0
+  c.train.batch_size_warmup_tokens = 0
   c.train.seed = 0  # parameter init and dropout seed.
   c.train.log_every_steps = 100  # train metrics to the log / TensorBoard every N steps.
   c.train.on_nonfinite = "stop"  # stop | skip: what a non-finite loss or gradient does.

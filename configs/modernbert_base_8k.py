@@ -20,6 +20,8 @@ def get_config():
   c.data.max_predictions_per_seq = 2458  # 30% of 8192
   c.data.max_sequences_per_row = 64
   c.train.batch_size = 576  # the same 4.7M tokens per step as phase 1
+  c.train.batch_size_warmup_min = 0  # no batch-size warmup in the extension
+  c.train.batch_size_warmup_tokens = 0
   c.train.num_steps = 64_000  # ~300B tokens
   c.optimizer.learning_rate = 3e-4
   c.optimizer.warmup_steps = 500

@@ -17,6 +17,8 @@ def get_config():
   c.data.seq_len = 256
   c.data.max_predictions_per_seq = 77  # 30% of 256
   c.train.batch_size = 32
+  c.train.batch_size_warmup_min = 8  # 8 -> 32 sequences over the first 2M tokens (489 steps)
+  c.train.batch_size_warmup_tokens = 2_000_000
   c.train.num_steps = 2_000
   c.train.log_every_steps = 50
   c.optimizer.learning_rate = 3e-3  # small models take a larger peak rate

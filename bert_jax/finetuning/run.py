@@ -221,7 +221,7 @@ class FinetuneTask:
   def __init__(self, config, setup: steps.FinetuneSetup, task, splits: dict, *, vocab: str,
                steps_per_epoch: int, workdir: epath.Path, results: dict):
     self.train_step, self.batch_sharding = setup.train_step, setup.batch_sharding
-    self.tokens_per_step = config.train.batch_size * config.data.max_seq_length
+    self._positions_per_step = config.train.batch_size * config.data.max_seq_length
     self.flops_per_token = flops_lib.flops_per_token(setup.bert_config,
                                                      config.data.max_seq_length, 0)
     self._config, self._setup, self._task, self._splits = config, setup, task, splits
@@ -229,6 +229,9 @@ class FinetuneTask:
     self.results = results
     self.metric = results["metric"]
     self._lead = jax.process_index() == 0
+
+  def positions_between(self, start: int, end: int) -> int:
+    return (end - start) * self._positions_per_step
 
   def log_line(self, step: int, num_steps: int, m: dict) -> str:
     return (f"step {step}/{num_steps} (epoch {step / self._steps_per_epoch:.2f}) | loss "

@@ -294,10 +294,8 @@ class Checkpointer:
         if data_iterator is not None:  # outside Orbax, so our exception types survive
           data_iterator.restore(str(path / "data"))
         return restored["state"], step
-      except ValueError as e:
-        if type(e).__name__ == "InputStateMismatch":  # other data or settings: not corruption
-          raise CheckpointMismatchError(str(e)) from None
-        self._corrupt(step, path, e)
+      except UserError as e:  # the data position is another run's (data, settings): not
+        raise CheckpointMismatchError(str(e)) from None  # corruption, leave it untouched
       except Exception as e:  # noqa: BLE001 - any failure: fall back to the previous one
         self._corrupt(step, path, e)
     return None, None

@@ -9,6 +9,8 @@ architecture with the run's. Errors are `ConfigError` (a `UserError`): one line 
 
 from __future__ import annotations
 
+import math
+
 from jax.sharding import Mesh
 
 from bert_jax.errors import UserError
@@ -42,7 +44,8 @@ _POSITIVE = ("train.batch_size", "train.num_steps", "train.grad_accum_steps",
 # Keys a run's config.json from before they existed lacks (resuming one reads it): their default.
 _ADDED_LATER = {"data.objective": "", "data.masking_strategy": "", "data.mask_token_prob": 0.8,
                 "data.random_token_prob": 0.1, "optimizer.decay_steps": -1,
-                "optimizer.wsd_decay_shape": "linear", "optimizer.decouple_lr": False}
+                "optimizer.wsd_decay_shape": "linear", "optimizer.decouple_lr": False,
+                "train.batch_size_warmup_min": 0, "train.batch_size_warmup_tokens": 0}
 
 
 def _get(config, dotted: str):
@@ -77,9 +80,31 @@ def validate_config(config) -> None:
   if not 0 <= config.optimizer.warmup_steps:
     raise ConfigError("--config.optimizer.warmup_steps must be >= 0")
   _validate_wsd_and_decouple_lr(config)
+  _validate_batch_warmup(config)
   if config.data.pack and config.data.source != "tfds":
     raise ConfigError("--config.data.pack=True packs a prepared dataset's sequences; it needs "
                       "data.source=tfds (synthetic batches are full rows)")
+
+
+def _validate_batch_warmup(config) -> None:
+  """train.batch_size_warmup_min: 0 (off), or a smaller divisor of train.batch_size (a multiple
+  of the accumulation micro-batch) with batch_size_warmup_tokens > 0."""
+  start, tokens = (_get(config, "train.batch_size_warmup_min"),
+                   _get(config, "train.batch_size_warmup_tokens"))
+  if start == 0:
+    return
+  b = config.train.batch_size
+  if not 0 < start < b or b % start:
+    raise ConfigError(f"--config.train.batch_size_warmup_min={start} must divide "
+                      f"train.batch_size={b} and be smaller (the batch grows in steps of it), "
+                      "or 0 for no batch-size warmup")
+  if tokens <= 0:
+    raise ConfigError(f"--config.train.batch_size_warmup_tokens={tokens} must be > 0 with "
+                      f"batch_size_warmup_min={start}: the tokens over which the batch grows")
+  micro = b // config.train.grad_accum_steps
+  if config.train.grad_accum_steps > 1 and start % micro:
+    raise ConfigError(f"--config.train.batch_size_warmup_min={start} is not a multiple of the "
+                      f"micro-batch {micro} (batch_size / grad_accum_steps); use a multiple")
 
 
 def _validate_wsd_and_decouple_lr(config) -> None:
@@ -215,7 +240,14 @@ def validate_batch(config, mesh: Mesh, process_count: int) -> None:
 def validate_pretraining_batch(config, mesh: Mesh, process_count: int) -> None:
   """validate_batch, and gradient accumulation's micro-batches."""
   validate_batch(config, mesh, process_count)
-  per_device = config.train.batch_size // sharding.data_parallel_size(mesh)
+  start = _get(config, "train.batch_size_warmup_min")
+  dp = sharding.data_parallel_size(mesh)
+  if start and (start % dp or start % process_count):
+    raise ConfigError(f"--config.train.batch_size_warmup_min={start} is not divisible by the "
+                      f"data-parallel size {dp} (mesh.data × mesh.fsdp) and the "
+                      f"{process_count} processes; use a multiple of "
+                      f"{math.lcm(dp, process_count)}")
+  per_device = config.train.batch_size // dp
   acc = config.train.grad_accum_steps
   if per_device % acc:
     raise ConfigError(f"--config.train.grad_accum_steps={acc} does not divide the per-device "

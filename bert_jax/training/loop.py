@@ -47,7 +47,9 @@ class Task(Protocol):
   """What the loop needs from an objective (pretraining, a fine-tuning task)."""
   train_step: Callable  # jitted (state, global batch) -> (state, metrics); state donated
   batch_sharding: NamedSharding
-  tokens_per_step: int  # positions per global batch (padding included), for tokens/s and MFU
+  def positions_between(self, start: int, end: int) -> int:
+    """Positions (rows x length, padding included) in the global batches of steps start..end-1,
+    for tokens/s, MFU and ETA."""
   flops_per_token: float  # model FLOPs per position, forward + backward
   nonfinite_hint: str  # what to try when the loss goes non-finite
 
@@ -103,6 +105,8 @@ class _Run:
     self.pending: list = []  # metrics since the last log (device arrays: no sync per step)
     self.window_start: float | None = None  # None until the first (compiling) step is done
     self.window_steps = 0
+    self.window_first = self.step  # the first step the window times
+    self.rows: int | None = None  # the last batch's rows: a new size compiles a new step
     self.profiling = False
 
   # ---- one step ----------------------------------------------------------------------------
@@ -111,8 +115,17 @@ class _Run:
     if self.step == cfg.profile_start_step and jax.process_index() == 0:
       jax.profiler.start_trace(str(self.workdir / "profile"))
       self.profiling = True
-    batch = global_batch(next(self.data), self.task.batch_sharding)
-    self.state, metrics = self.task.train_step(self.state, batch)
+    host = next(self.data)
+    rows = len(next(iter(host.values())))
+    compiles = self.window_start is None or rows != self.rows
+    if compiles and self.pending:  # a new batch size (batch-size warmup): log what came before
+      self.log_window()
+    if compiles and self.rows is not None:
+      logging.info("step %d: batch size %d (was %d), compiling its train step", self.step + 1,
+                   rows * jax.process_count(), self.rows * jax.process_count())
+    self.rows = rows
+    self.state, metrics = self.task.train_step(self.state,
+                                               global_batch(host, self.task.batch_sharding))
     self.step += 1
     self.pending.append(metrics)
     self.window_steps += 1
@@ -120,31 +133,37 @@ class _Run:
       jax.block_until_ready(self.state)
       jax.profiler.stop_trace()
       self.profiling = False
-    if self.window_start is None:  # the first step compiles: time from its end
+    if compiles:  # the step compiled: time from its end
       jax.block_until_ready(metrics)
-      self.window_start, self.window_steps, self.pending = time.perf_counter(), 0, []
+      self.restart_window()
     elif _every(self.step, cfg.log_every_steps) or self.step == cfg.num_steps:
       self.log_window()
+
+  def restart_window(self) -> None:
+    self.window_start, self.window_steps, self.pending = time.perf_counter(), 0, []
+    self.window_first = self.step
 
   def log_window(self) -> None:
     fetched = jax.device_get(self.pending)
     step_time = (time.perf_counter() - self.window_start) / max(self.window_steps, 1)
     mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]
             if k not in _NOT_AVERAGED}
-    tokens = self.task.tokens_per_step
-    mean.update(steps_per_s=1 / step_time, tokens_per_s=tokens / step_time,
-                mfu=self.task.flops_per_token * tokens / step_time / self.peak,
+    tokens = self.task.positions_between(self.window_first, self.step) / max(self.window_steps, 1)
+    tokens_per_s = tokens / step_time
+    mean.update(steps_per_s=1 / step_time, tokens_per_s=tokens_per_s,
+                mfu=self.task.flops_per_token * tokens_per_s / self.peak,
                 skipped_steps=int(fetched[-1]["skipped_steps"]))
     if "sequences" in mean:
       mean["seq_per_s"] = mean["sequences"] / step_time
     if "tokens" in mean:
       mean["nonpad_fraction"] = mean["tokens"] / tokens
     self.writer.write("train", self.step, mean)
+    remaining = self.task.positions_between(self.step, self.cfg.num_steps) / tokens_per_s
     logging.info("%s | MFU %.1f%% | ETA %s",
                  self.task.log_line(self.step, self.cfg.num_steps, mean), 100 * mean["mfu"],
-                 format_eta((self.cfg.num_steps - self.step) * step_time))
+                 format_eta(remaining))
     self.check_finite(mean["skipped_steps"])
-    self.window_start, self.window_steps, self.pending = time.perf_counter(), 0, []
+    self.restart_window()
 
   # ---- policies ----------------------------------------------------------------------------
   def check_finite(self, skipped: int) -> None:

@@ -25,7 +25,9 @@ sequences (SOP the same, on its label); total = MLM + NSP, or MLM alone for "non
 batch holding the same sequences as an unpacked one gives the same loss
 (tests/training/test_pretraining.py).
 With gradient accumulation each micro-batch's sums are normalised by the WHOLE batch's weight
-and size, so accumulated gradients equal the full-batch gradients exactly.
+and size, so accumulated gradients equal the full-batch gradients exactly. Batch-size warmup
+(training/batch_warmup.py) feeds smaller batches early on: the step is compiled once per size,
+and accumulates rows / micro-batch micro-batches.
 """
 
 from __future__ import annotations
@@ -126,12 +128,16 @@ def _split_micro(batch: dict, num: int) -> dict:
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, grad_accum_steps: int = 1,
+                    schedule: optax.Schedule, *, micro_batch_rows: int | None = None,
                     dropout: bool = True, objective: str = "nsp") -> Callable:
   """train_step(state, batch) -> (new_state, metrics). Non-finite loss or gradients: the update
   is not applied (params and optimizer state stay as they were) and `skipped_steps` counts it;
   the caller decides whether to stop (train.on_nonfinite). `graphdef` is the objective's model
-  (model_task: BertForPreTraining, or BertForMaskedLM for "none")."""
+  (model_task: BertForPreTraining, or BertForMaskedLM for "none").
+
+  micro_batch_rows: None, the whole batch at once; else gradient accumulation over micro-batches
+  of that many global rows (rows / micro_batch_rows of them, read from the batch's shape, so a
+  batch-size warmup's smaller batches accumulate fewer)."""
   sentence_task = has_sentence_task(objective)
   sum_keys = _MLM_SUMS + (_SENTENCE_SUMS if sentence_task else ())
 
@@ -142,6 +148,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       total_examples = (jnp.sum(batch["nsp_weights"].astype(jnp.float32))
                         if "nsp_weights" in batch else batch["next_sentence_label"].shape[0])
     step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    rows = batch["input_ids"].shape[0]
+    grad_accum_steps = 1 if micro_batch_rows is None else max(1, rows // micro_batch_rows)
 
     def loss_fn(params, micro, rng):
       model = nnx.merge(graphdef, params)
@@ -187,6 +195,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         "skipped_steps": new_state.skipped_steps,
         "sequences": sums["sequences"],  # sequences in the batch (more than rows when packed)
         "tokens": jnp.sum(batch["attention_mask"].astype(jnp.float32)),  # non-padding tokens
+        "batch_size": jnp.float32(rows),  # rows (grows under batch-size warmup)
     })
     return new_state, metrics
 
@@ -258,9 +267,10 @@ def build(config, mesh: Mesh, vocab_size: int, objective: str | None = None) -> 
     return new_train_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), tx,
                            jax.random.key_data(dropout_key))
 
-  train_step = make_train_step(layout.graphdef, tx, schedule,
-                               grad_accum_steps=config.train.grad_accum_steps,
-                               objective=objective)
+  accum = config.train.grad_accum_steps
+  train_step = make_train_step(
+      layout.graphdef, tx, schedule, objective=objective,
+      micro_batch_rows=config.train.batch_size // accum if accum > 1 else None)
   return TrainSetup(
       bert_config=bcfg, objective=objective, model_task=task, mesh=mesh,
       graphdef=layout.graphdef, tx=tx, schedule=schedule,

@@ -25,6 +25,7 @@ from bert_jax.errors import UserError
 from bert_jax.models import attention
 from bert_jax.models import flops as flops_lib
 from bert_jax.parallel import sharding
+from bert_jax.training import batch_warmup
 from bert_jax.training import config as config_lib
 from bert_jax.training import loop
 from bert_jax.training import pretraining
@@ -36,8 +37,9 @@ class SyntheticBatches:
   """Random well-formed batches (benchmarks, smoke tests); the position is a counter. Every
   process takes its rows of the same global batch, so any process count sees the same data."""
 
-  def __init__(self, config):
+  def __init__(self, config, batch_size: int | None = None):
     self._config, self.i = config, 0
+    self._batch_size = batch_size or config.train.batch_size  # global rows
 
   def _rows(self, batch: dict, size: int) -> dict:
     per, pid = size // jax.process_count(), jax.process_index()
@@ -45,7 +47,7 @@ class SyntheticBatches:
 
   def __next__(self) -> dict:
     self.i += 1
-    d, b = self._config.data, self._config.train.batch_size
+    d, b = self._config.data, self._batch_size
     return self._rows(pretraining.synthetic_batch(b, d.seq_len, d.max_predictions_per_seq,
                                                   d.synthetic_vocab_size,
                                                   d.seed * 1_000_003 + self.i), b)
@@ -86,10 +88,19 @@ def data_source(config) -> DataSource:
   the objective (the dataset's; data.objective, when set, must equal it)."""
   d = config.data
   wanted = d.get("objective", "")  # a config.json from before the key: "" (the dataset's)
+  # Batch-size warmup: the pipeline yields batches of its smallest size, the wrapper joins them.
+  warmup = batch_warmup.schedule_from_config(config)
+  rows = warmup.min_size if warmup is not None else config.train.batch_size
+
+  def scheduled(units):
+    if warmup is None:
+      return units
+    return batch_warmup.WarmupBatches(units, warmup, jax.process_index())
+
   if d.source == "synthetic":
-    synthetic = SyntheticBatches(config)
-    return DataSource(d.synthetic_vocab_size, lambda: synthetic, synthetic.eval_batches,
-                      wanted or "nsp")
+    synthetic = SyntheticBatches(config, rows)
+    return DataSource(d.synthetic_vocab_size, lambda: scheduled(synthetic),
+                      synthetic.eval_batches, wanted or "nsp")
   from bert_jax.data import input_pipeline
   if not d.data_dir:
     raise UserError("--config.data.data_dir is empty: point it at the directory written by "
@@ -116,10 +127,10 @@ def data_source(config) -> DataSource:
                 seed=d.seed)
 
   def train_iterator():
-    return input_pipeline.train_iterator(
-        d.data_dir, d.dataset or None, batch_size=config.train.batch_size // jax.process_count(),
+    return scheduled(input_pipeline.train_iterator(
+        d.data_dir, d.dataset or None, batch_size=rows // jax.process_count(),
         shuffle_buffer=d.shuffle_buffer, pack=d.pack, max_sequences_per_row=d.max_sequences_per_row,
-        pack_group=d.pack_group, **masking, **common)
+        pack_group=d.pack_group, **masking, **common))
 
   def eval_batches(masking=masking):
     return list(input_pipeline.eval_batches(
@@ -188,7 +199,8 @@ class PretrainingTask:
   def __init__(self, config, setup: pretraining.TrainSetup, data: DataSource):
     self.train_step = setup.train_step
     self.batch_sharding: NamedSharding = setup.batch_sharding
-    self.tokens_per_step = config.train.batch_size * config.data.seq_len
+    self._seq_len, self._batch_size = config.data.seq_len, config.train.batch_size
+    self._warmup = batch_warmup.schedule_from_config(config)  # None: a fixed batch size
     self.flops_per_token = setup.flops_per_token
     self._setup, self._data, self._eval_batches = setup, data, None
     self._sentence = (setup.objective if pretraining.has_sentence_task(setup.objective)
@@ -214,13 +226,19 @@ class PretrainingTask:
                  out["mlm15_accuracy"], out["examples"], time.perf_counter() - t)
     return out
 
+  def positions_between(self, start: int, end: int) -> int:
+    if self._warmup is None:
+      return (end - start) * self._batch_size * self._seq_len
+    return self._warmup.positions_before(end) - self._warmup.positions_before(start)
+
   def log_line(self, step: int, num_steps: int, m: dict) -> str:
+    batch = f" | batch {m['batch_size']:.0f}" if self._warmup is not None else ""
     sentence = (f" | {self._sentence} {m['nsp_loss']:.4f} acc {m['nsp_accuracy']:.4f}"
                 if self._sentence else "")
     return (f"step {step}/{num_steps} | loss {m['loss']:.4f} | mlm {m['mlm_loss']:.4f} acc "
             f"{m['mlm_accuracy']:.4f}{sentence} | lr {m['learning_rate']:.2e} | gnorm "
             f"{m['grad_norm']:.3f} | {m['seq_per_s']:.1f} seq/s {m['tokens_per_s']:.0f} tok/s "
-            f"({100 * m['nonpad_fraction']:.0f}% non-pad)")
+            f"({100 * m['nonpad_fraction']:.0f}% non-pad){batch}")
 
   def checkpointed(self, step: int) -> None:
     del step

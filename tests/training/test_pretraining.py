@@ -110,8 +110,8 @@ def test_objective_none_trains_the_masked_lm_alone():
     state, metrics = setup.train_step(state, train_state.global_batch(batch, setup.batch_sharding))
     runs.append((jax.device_get(metrics), jax.device_get(state.params)))
   (m, params), (m2, params2) = runs
-  assert sorted(m) == ["finite", "grad_norm", "learning_rate", "loss", "mlm_accuracy", "mlm_loss",
-                       "sequences", "skipped_steps", "tokens"]
+  assert sorted(m) == ["batch_size", "finite", "grad_norm", "learning_rate", "loss",
+                       "mlm_accuracy", "mlm_loss", "sequences", "skipped_steps", "tokens"]
   assert bool(m["finite"]) and np.isfinite(m["loss"]) and m["loss"] > 0 and m["sequences"] == 8
   np.testing.assert_allclose(m["loss"], m["mlm_loss"], rtol=1e-6)  # no sentence term
   np.testing.assert_allclose(m2["loss"], m["loss"], rtol=1e-5)
