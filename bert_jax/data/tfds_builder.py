@@ -161,6 +161,11 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
     # self.data_dir is TFDS's temporary directory here: the copy is renamed with the data.
     epath.Path(job.vocab_path).copy(epath.Path(self.data_dir) / job.settings.vocab_file,
                                     overwrite=True)
+    # A tokenizer.json's tokenizer_config.json (special-token roles for transformers'
+    # AutoTokenizer) travels with it, so an export of a run on this dataset carries it too.
+    companion = epath.Path(job.vocab_path).parent / "tokenizer_config.json"
+    if job.vocab_path.endswith(".json") and companion.exists():
+      companion.copy(epath.Path(self.data_dir) / companion.name, overwrite=True)
     metadata = self.info.metadata
     metadata.update(job.settings.to_json())
     metadata["counts"] = {}

@@ -46,6 +46,9 @@ log = logging.getLogger("bert_jax")
 
 FORMATS = ("hf", "tf1", "orbax")
 VOCAB_FILES = ("vocab.txt", "spm.model", "tokenizer.json")
+# Copied with a tokenizer.json when it sits beside it (bert_jax.vocab --kind=bpe writes one, HF
+# directories have one): transformers' AutoTokenizer reads the special tokens' roles from it.
+TOKENIZER_CONFIG = "tokenizer_config.json"
 EXPORT_MARKER = "bert_jax.json"
 FORMAT_VERSION = 1
 _HF_ARCH = {  # per family: task -> HF class name (config.json `architectures`)
@@ -534,6 +537,9 @@ def save_pretrained(model: nnx.Module, path, *, format: str = "hf", vocab=None, 
       name = ("spm.model" if f.name.endswith(".model") else
               "tokenizer.json" if f.name.endswith(".json") else "vocab.txt")
       f.copy(tmp / name)
+      companion = f.parent / TOKENIZER_CONFIG  # the special tokens' roles, for AutoTokenizer
+      if name == "tokenizer.json" and companion.exists():
+        companion.copy(tmp / TOKENIZER_CONFIG)
     for name, text in (extra_files or {}).items():
       (tmp / name).write_text(text)
     if out.exists():  # overwrite: move the old one aside first, never leave a half state

@@ -29,6 +29,7 @@ def modern_exports(sample_data, tmp_path_factory):
   c.data.data_dir, c.data.seq_len, c.data.max_predictions_per_seq = str(root / "data"), 64, 20
   c.data.pack = False
   c.train.batch_size, c.train.num_steps, c.train.log_every_steps = 16, 40, 20
+  c.train.batch_size_warmup_min = 0  # the whole run at 16
   c.optimizer.warmup_steps, c.optimizer.decay_steps = 5, 10
   c.checkpoint.every_steps, c.eval.every_steps, c.eval.num_batches = 40, 40, 1
   c.train.peak_tflops_per_device = 1.0

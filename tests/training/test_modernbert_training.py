@@ -96,7 +96,7 @@ def _metrics(workdir):
 @pytest.mark.slow
 def test_pretrain_from_text_and_export_to_transformers(tmp_path):
   """vocab (byte-level BPE) -> prepare (objective none, 30% masking) -> train ModernBERT-tiny
-  with StableAdamW + WSD, interrupted and resumed (the same losses and parameters as one
+  with StableAdamW + WSD and batch-size warmup, interrupted and resumed (the same losses and parameters as one
   uninterrupted run) -> export -> transformers' AutoModelForMaskedLM loads a
   ModernBertForMaskedLM with our logits."""
   torch = pytest.importorskip("torch")
@@ -116,7 +116,9 @@ def test_pretrain_from_text_and_export_to_transformers(tmp_path):
   config.data.data_dir = str(tmp_path / "data")
   config.data.seq_len, config.data.max_predictions_per_seq = 128, 39
   config.data.pack = False
-  config.train.batch_size, config.train.num_steps, config.train.log_every_steps = 8, 8, 1
+  config.train.batch_size, config.train.num_steps, config.train.log_every_steps = 16, 8, 1
+  # The preset's batch-size warmup, shortened: 2 steps of 8 sequences, then 16.
+  config.train.batch_size_warmup_min, config.train.batch_size_warmup_tokens = 8, 2 * 8 * 128
   config.optimizer.warmup_steps, config.optimizer.decay_steps = 2, 2
   config.checkpoint.every_steps, config.eval.every_steps = 4, 8
   config.eval.batch_size, config.eval.num_batches = 8, 1
@@ -155,4 +157,10 @@ def test_pretrain_from_text_and_export_to_transformers(tmp_path):
   np.testing.assert_allclose(np.asarray(ours(enc["input_ids"]).mlm_logits), want, atol=1e-5,
                              rtol=0)
   assert enc["input_ids"][0, 0] == 2 and enc["input_ids"][0, -1] == 3  # [CLS] ... [SEP]
+  # tokenizer_config.json came along (vocab -> dataset -> export): transformers' fill-mask
+  # pipeline knows the mask token.
+  assert (out / "tokenizer_config.json").exists() and tok.mask_token == "[MASK]"
+  top = transformers.pipeline("fill-mask", model=hf, tokenizer=tok, top_k=3)(
+      "The os module provides a portable way of using [MASK] functionality.")
+  assert len(top) == 3 and all(0 < t["score"] < 1 for t in top)
 
