@@ -61,6 +61,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.peak_tflops_per_device = 0.0  # MFU denominator; 0 = known chip table / CPU measured.
   c.train.profile_start_step = -1  # first step of a jax.profiler trace (-1: no trace).
   c.train.profile_num_steps = 5  # steps in the trace (written to WORKDIR/profile).
+  # Stop at a target (MLPerf style; 0 = off, else in (0, 1], needs eval.every_steps > 0): the
+  # first eval whose mlm_accuracy (at the run's masking) reaches it ends the run with a
+  # checkpoint there; metrics.jsonl ("target" record) and WORKDIR/target.json get target_step
+  # and time_to_target_s: seconds from the process start (imports, data, compile included) to
+  # that eval. Not reached by num_steps: reached=false with the best eval. A run resumed at its
+  # target step trains no further.
+  c.train.target_mlm_accuracy = 0.0
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "bert_adam"  # bert_adam (original) | adamw (optax) | lamb | stable_adamw.

@@ -45,7 +45,8 @@ _POSITIVE = ("train.batch_size", "train.num_steps", "train.grad_accum_steps",
 _ADDED_LATER = {"data.objective": "", "data.masking_strategy": "", "data.mask_token_prob": 0.8,
                 "data.random_token_prob": 0.1, "optimizer.decay_steps": -1,
                 "optimizer.wsd_decay_shape": "linear", "optimizer.decouple_lr": False,
-                "train.batch_size_warmup_min": 0, "train.batch_size_warmup_tokens": 0}
+                "train.batch_size_warmup_min": 0, "train.batch_size_warmup_tokens": 0,
+                "train.target_mlm_accuracy": 0.0}
 
 
 def _get(config, dotted: str):
@@ -81,9 +82,23 @@ def validate_config(config) -> None:
     raise ConfigError("--config.optimizer.warmup_steps must be >= 0")
   _validate_wsd_and_decouple_lr(config)
   _validate_batch_warmup(config)
+  _validate_target(config)
   if config.data.pack and config.data.source != "tfds":
     raise ConfigError("--config.data.pack=True packs a prepared dataset's sequences; it needs "
                       "data.source=tfds (synthetic batches are full rows)")
+
+
+def _validate_target(config) -> None:
+  """train.target_mlm_accuracy: 0 (off) or in (0, 1], checked at the eval cadence."""
+  target = _get(config, "train.target_mlm_accuracy")
+  if target == 0:
+    return
+  if not 0 < target <= 1:  # NaN too
+    raise ConfigError(f"--config.train.target_mlm_accuracy={target} must be in (0, 1] (or 0: "
+                      "no target)")
+  if config.eval.every_steps <= 0:
+    raise ConfigError("--config.train.target_mlm_accuracy needs eval.every_steps > 0 to stop "
+                      "early; set it (e.g. 100)")
 
 
 def _validate_batch_warmup(config) -> None:

@@ -3,7 +3,8 @@
 `train_and_evaluate(config, workdir)` is what `python -m bert_jax.train` calls (see that module
 for the command line). Writes in WORKDIR: config.json (the resolved config), checkpoints/,
 metrics.jsonl (train and eval scalars, one JSON object per line), TensorBoard events (train/,
-eval/), profile/.
+eval/), profile/, and with train.target_mlm_accuracy target.json (reached or not, when, the time
+to it).
 """
 
 from __future__ import annotations
@@ -314,8 +315,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     peak, peak_how = flops_lib.peak_flops(mesh.devices.flat, config.train.peak_tflops_per_device)
     logging.info("MFU against %.4g TFLOP/s (%s); %.4g GFLOP per token", peak / 1e12, peak_how,
                  setup.flops_per_token / 1e9)
+    target = config.train.get("target_mlm_accuracy", 0.0)  # 0: none (config_lib._ADDED_LATER)
     cfg = loop.LoopConfig.from_config(config, config.train.num_steps, config.eval.every_steps,
-                                      config.checkpoint.every_steps)
+                                      config.checkpoint.every_steps,
+                                      target=("mlm_accuracy", target) if target else None)
     _, last_eval = loop.run(state, PretrainingTask(config, setup, data), train_iterator,
                             ckpt=ckpt, cfg=cfg, peak_flops=peak, workdir=workdir)
   return last_eval
