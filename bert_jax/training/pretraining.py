@@ -209,16 +209,29 @@ def make_eval_step(graphdef: nnx.GraphDef, objective: str = "nsp") -> Callable:
 
   def eval_step(params, batch):
     model = nnx.merge(graphdef, params)
-    return _pretraining_sums(model, batch, None, sentence_task)
+    sums = _pretraining_sums(model, batch, None, sentence_task)
+    # How often each vocabulary id is a masked target (weighted): the unigram baseline, the
+    # accuracy of always predicting the most frequent target (eval_summary).
+    weights = batch["masked_weights"].astype(jnp.float32)
+    if "example_weight" in batch:
+      weights = weights * batch["example_weight"][:, None]
+    vocab_size = model.config.vocab_size
+    sums["target_counts"] = jnp.zeros((vocab_size,), jnp.float32).at[
+        batch["masked_ids"].reshape(-1)].add(weights.reshape(-1))
+    return sums
 
   return eval_step
 
 
 def eval_summary(sums: dict) -> dict:
-  """Totals of eval_step sums -> mlm (and, with the sentence task, nsp) loss and accuracy."""
+  """Totals of eval_step sums -> mlm (and, with the sentence task, nsp) loss and accuracy, and
+  unigram_accuracy: the MLM accuracy of always predicting the eval set's most frequent target
+  (the best constant guess; a model that learned only token frequencies sits there)."""
   w, n = sums["mlm_weight"] + 1e-5, max(sums["sequences"], 1e-5)
   out = {"mlm_loss": sums["mlm_nll"] / w, "mlm_accuracy": sums["mlm_correct"] / w,
          "loss": sums["mlm_nll"] / w}
+  if "target_counts" in sums:
+    out["unigram_accuracy"] = float(np.max(sums["target_counts"])) / w
   if "nsp_nll" in sums:
     out.update(nsp_loss=sums["nsp_nll"] / n, nsp_accuracy=sums["nsp_correct"] / n,
                loss=out["loss"] + sums["nsp_nll"] / n)

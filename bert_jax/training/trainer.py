@@ -185,8 +185,10 @@ def evaluate(setup: pretraining.TrainSetup, params, batches) -> dict:
   for b in batches:
     sums = setup.eval_step(params, global_batch(b, setup.batch_sharding))
     totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
-  totals = jax.tree.map(float, jax.device_get(totals))
-  out = pretraining.eval_summary(totals)
+  totals = jax.device_get(totals)
+  counts = np.asarray(totals.pop("target_counts"))
+  totals = {k: float(v) for k, v in totals.items()}
+  out = pretraining.eval_summary({**totals, "target_counts": counts})
   out["examples"] = totals["sequences"]
   return out
 
@@ -222,9 +224,10 @@ class PretrainingTask:
       out["mlm15_loss"], out["mlm15_accuracy"] = ref["mlm_loss"], ref["mlm_accuracy"]
     sentence = (f" | {self._sentence} loss {out['nsp_loss']:.4f} acc {out['nsp_accuracy']:.4f}"
                 if self._sentence else "")
-    logging.info("eval step %d | mlm loss %.4f acc %.4f%s | mlm at 15%% acc %.4f | %d examples "
-                 "in %.1fs", step, out["mlm_loss"], out["mlm_accuracy"], sentence,
-                 out["mlm15_accuracy"], out["examples"], time.perf_counter() - t)
+    logging.info("eval step %d | mlm loss %.4f acc %.4f (unigram baseline %.4f)%s | mlm at 15%% "
+                 "acc %.4f | %d examples in %.1fs", step, out["mlm_loss"], out["mlm_accuracy"],
+                 out["unigram_accuracy"], sentence, out["mlm15_accuracy"], out["examples"],
+                 time.perf_counter() - t)
     return out
 
   def positions_between(self, start: int, end: int) -> int:

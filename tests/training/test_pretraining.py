@@ -120,9 +120,14 @@ def test_objective_none_trains_the_masked_lm_alone():
   sums = jax.device_get(setup.eval_step(state.params, train_state.global_batch(
       dict(batch, example_weight=np.r_[np.ones(6), np.zeros(2)].astype(np.float32)),
       setup.batch_sharding)))
-  assert sorted(sums) == ["mlm_correct", "mlm_nll", "mlm_weight", "sequences"]
+  assert sorted(sums) == ["mlm_correct", "mlm_nll", "mlm_weight", "sequences", "target_counts"]
   summary = pretraining.eval_summary(sums)
-  assert sorted(summary) == ["loss", "mlm_accuracy", "mlm_loss"] and sums["sequences"] == 6
+  assert sorted(summary) == ["loss", "mlm_accuracy", "mlm_loss", "unigram_accuracy"]
+  assert sums["sequences"] == 6
+  # The unigram baseline: the most frequent masked target's share of the 6 real rows' targets.
+  targets = batch["masked_ids"][:6][batch["masked_weights"][:6] > 0]
+  np.testing.assert_allclose(summary["unigram_accuracy"],
+                             np.bincount(targets).max() / len(targets), rtol=1e-5)
   # nsp and sop train the pretraining model (the same head, loss and nsp_* metric names).
   assert pretraining.model_task("nsp") == pretraining.model_task("sop") == "pretraining"
   with pytest.raises(ValueError, match="objective 'rtd' is not one of nsp, sop, none"):
