@@ -21,7 +21,7 @@ ALLOWED = {
                    "training"},
 }
 TOP = {"__init__", "cli", "train", "prepare", "vocab", "export", "finetune", "fill_mask",
-       "inference"}
+       "inference", "finetune_suite"}
 
 
 def _imported_parts(tree: ast.AST) -> set[str]:
