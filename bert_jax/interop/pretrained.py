@@ -324,9 +324,11 @@ def _build(config: ModelConfig, task: str, src: _Source, naming: str, seed: int,
     heads = sorted({e.head for e in missing})
     log.warning("%s: no weights for %s; initialising them fresh (seed %d)", src.where,
                 ", ".join(heads), seed)
-    # One jitted init instead of an eager (op-by-op compiled) one: much faster on CPU.
-    fresh = jax.jit(lambda: nnx.to_pure_dict(nnx.state(
-        create_model(config, task, seed=seed, **head_kwargs), nnx.Param)))()
+    # One jitted init instead of an eager (op-by-op compiled) one: much faster on CPU. The key
+    # is an argument, so every seed compiles the same program (a persistent compilation cache,
+    # e.g. finetune_suite's, serves them all); the values equal create_model(seed=seed)'s.
+    fresh = jax.jit(lambda key: nnx.to_pure_dict(nnx.state(
+        create_model(config, task, seed=key, **head_kwargs), nnx.Param)))(jax.random.key(seed))
     for e in missing:
       _set_path(arrays, e.ours, np.asarray(_get_path(fresh, e.ours)))
   nnx.replace_by_pure_dict(abs_state, jax.tree.map(jnp.asarray, arrays))
