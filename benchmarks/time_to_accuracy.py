@@ -312,6 +312,17 @@ _EVALUATING = re.compile(r"evaluating at step (\d+)")
 _TRAIN_LINE = re.compile(r"step (\d+)/\d+ \| loss")
 
 
+def _run_trainer(args, trainer: str, cmd: list, env: dict, workdir: str) -> tuple:
+  """Runs one trainer's process once the machine is quiet (wait_for_load), its output in
+  WORKDIR/train.log; returns the Child and the fields both trainers' results start with."""
+  load = wait_for_load(args, trainer)
+  log(f"[{trainer}] {' '.join(cmd)}")
+  child = Child(cmd, os.path.join(workdir, "train.log"), env, args.max_wall_s, repo_configs.REPO)
+  return child, {"trainer": trainer, "workdir": workdir, "load_before": load,
+                 "load_after": os.getloadavg()[0], "wall_s": child.wall_s,
+                 "exit_code": child.proc.returncode}
+
+
 def run_ours(args, data: dict) -> dict:
   workdir = os.path.join(args.work_dir, "runs", f"ours_{int(time.time())}")
   os.makedirs(workdir)
@@ -336,12 +347,7 @@ def run_ours(args, data: dict) -> dict:
   cmd = [sys.executable, "-m", "bert_jax.train", f"--config={repo_configs.path('tiny')}",
          f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  load = wait_for_load(args, "ours")
-  log(f"[ours] {' '.join(cmd)}")
-  child = Child(cmd, os.path.join(workdir, "train.log"), env, args.max_wall_s, repo_configs.REPO)
-  out = {"trainer": "ours", "workdir": workdir, "load_before": load,
-         "load_after": os.getloadavg()[0], "wall_s": child.wall_s,
-         "exit_code": child.proc.returncode}
+  child, out = _run_trainer(args, "ours", cmd, env, workdir)
   target_file = os.path.join(workdir, "target.json")
   record = json.load(open(target_file)) if os.path.exists(target_file) else None
   evals = _ours_evals(workdir, child)
@@ -458,12 +464,7 @@ def run_hf(args, data: dict) -> dict:
     json.dump(spec, f, indent=1)
   cmd = [sys.executable, WORKER, spec_path]
   env = dict(os.environ, TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
-  load = wait_for_load(args, "hf")
-  log(f"[hf] {' '.join(cmd)}")
-  child = Child(cmd, os.path.join(workdir, "train.log"), env, args.max_wall_s, repo_configs.REPO)
-  out = {"trainer": "hf", "workdir": workdir, "load_before": load,
-         "load_after": os.getloadavg()[0], "wall_s": child.wall_s,
-         "exit_code": child.proc.returncode}
+  child, out = _run_trainer(args, "hf", cmd, env, workdir)
   if os.path.exists(spec["out"]):
     result = json.load(open(spec["out"]))
     out.update(reached=result["reached"], time_to_target_s=result.get("time_to_target_s"),

@@ -230,6 +230,19 @@ def worker_ours(args) -> dict:
   path = _attention_path(args, mcfg, attention.backend_of(device))
   state = setup.init_state(jax.random.key(0))
   batch = train_state.global_batch(_batch(args, 30522), setup.batch_sharding)
+  return {**_time_compiled(args, setup, state, batch, t, base_rss),
+          "device_peak_bytes": _jax_device_peak_bytes(),
+          "attention": path, "attention_dropout": mcfg.attention_probs_dropout_prob,
+          "what": f"bert_jax step, {mcfg.dtype}, adamw (optax), attention {path}, attention "
+                  f"dropout {mcfg.attention_probs_dropout_prob:g}",
+          "version": f"jax {jax.__version__}"}
+
+
+def _time_compiled(args, setup, state, batch, t: float, base_rss: float) -> dict:
+  """Compiles `setup`'s train step for `batch` (compile_s counted from `t`, when the build
+  began), times it over args.warmup + args.steps steps, and returns the fields both of our
+  workers report: compile_s, times, RSS, device, XLA's step bytes, flops_per_token."""
+  import jax
   compiled = setup.train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t
   mem = compiled.memory_analysis()
@@ -244,12 +257,7 @@ def worker_ours(args) -> dict:
           "peak_rss_mb": _peak_rss_mb(), "device": jax.devices()[0].device_kind,
           "xla_step_bytes": mem.argument_size_in_bytes + mem.output_size_in_bytes
           - mem.alias_size_in_bytes + mem.temp_size_in_bytes,
-          "flops_per_token": setup.flops_per_token,
-          "device_peak_bytes": _jax_device_peak_bytes(),
-          "attention": path, "attention_dropout": mcfg.attention_probs_dropout_prob,
-          "what": f"bert_jax step, {mcfg.dtype}, adamw (optax), attention {path}, attention "
-                  f"dropout {mcfg.attention_probs_dropout_prob:g}",
-          "version": f"jax {jax.__version__}"}
+          "flops_per_token": setup.flops_per_token}
 
 
 def worker_ours_modernbert(args) -> dict:
@@ -272,22 +280,8 @@ def worker_ours_modernbert(args) -> dict:
   batch = train_state.global_batch(
       pretraining.synthetic_batch(args.batch_size, args.seq_len, args.max_predictions, vocab,
                                   seed=0), setup.batch_sharding)
-  compiled = setup.train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - t
-  mem = compiled.memory_analysis()
-  box = [state]
-
-  def step():
-    box[0], metrics = compiled(box[0], batch)
-    jax.block_until_ready(metrics)
-
-  _, times = _time(step, args.warmup, args.steps)
   o = c.optimizer
-  return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,
-          "peak_rss_mb": _peak_rss_mb(), "device": jax.devices()[0].device_kind,
-          "xla_step_bytes": mem.argument_size_in_bytes + mem.output_size_in_bytes
-          - mem.alias_size_in_bytes + mem.temp_size_in_bytes,
-          "flops_per_token": setup.flops_per_token,
+  return {**_time_compiled(args, setup, state, batch, t, base_rss),
           "device_peak_bytes": _jax_device_peak_bytes(),
           "attention": path, "attention_dropout": mcfg.attention_dropout,
           "what": f"bert_jax step, {mcfg.dtype}, {o.name} (optax; decouple_lr="
