@@ -12,7 +12,8 @@ epoch (or every eval.every_steps): eval metrics to the log, WORKDIR/metrics.json
 TensorBoard (train/, eval/), eval predictions to WORKDIR/eval_predictions.*, a checkpoint in
 WORKDIR/checkpoints (restarting with the same --workdir resumes exactly; SIGTERM saves one and
 exits 143), and when the eval metric improves the model to WORKDIR/best (a bert_jax export:
-`load_pretrained(WORKDIR/best)`) and test predictions to WORKDIR/test_predictions.*.
+`load_pretrained(WORKDIR/best)`) and test predictions to WORKDIR/test_predictions.* (a labelled
+test file is also scored: results.json best_test).
 WORKDIR/results.json summarises the run; with export.format set, the best model is also written
 as WORKDIR/export (hf | tf1 | orbax). Bad input (config, data, checkpoint) prints one line
 `error: ...` and exits 2; a non-finite loss exits 3; a failed checkpoint save exits 4.

@@ -5,7 +5,8 @@ r"""Fine-tune one checkpoint on a suite of tasks and print one table (GLUE, or t
       [--set=train.num_epochs=2 --set=cola:optimizer.learning_rate=3e-5] [--parallel=N] [--json]
 
 --init_from: anything `bert_jax.finetune` starts from (an HF directory, a google-research/bert
-checkpoint, a `bert_jax.export` directory, a pretraining WORKDIR). --suite: a name under
+checkpoint, a `bert_jax.export` directory, a pretraining WORKDIR); or --from_scratch with
+--set=model.preset=NAME --set=data.vocab=FILE: the same runs from random init, the baseline. --suite: a name under
 configs/finetune/suites/ (glue, debian) or a suite config file (the format:
 `bert_jax.finetuning.suite`). Each (task, seed) is a `bert_jax.finetune` run in
 WORKDIR/<task>/seed<k>/; finished ones are skipped, so rerunning the command resumes. At the end:
@@ -37,6 +38,9 @@ def define_flags():
                       "suite config file (.py).")
   flags.DEFINE_string("init_from", "", "The model to fine-tune: an HF / bert_jax.export / "
                       "google-research/bert directory, or a pretraining WORKDIR.")
+  flags.DEFINE_bool("from_scratch", False, "Fine-tune from random init instead of --init_from "
+                    "(the baseline a pretrained model is compared with): the size from "
+                    "--set=model.preset=NAME, the vocabulary from --set=data.vocab=FILE.")
   flags.DEFINE_string("workdir", None, "Where the runs (WORKDIR/<task>/seed<k>/) and suite.json "
                       "go.")
   flags.DEFINE_list("tasks", [], "Run only these tasks of the suite (comma-separated).")
@@ -78,10 +82,14 @@ def main(argv):
   if FLAGS.glue_dir:
     s.glue_dir = FLAGS.glue_dir
   init_from = FLAGS.init_from or s.init_from
-  if not init_from:
+  if FLAGS.from_scratch and init_from:
+    raise UserError(f"--from_scratch fine-tunes a randomly initialised model, but --init_from="
+                    f"{init_from} was given too; drop one of them")
+  if not init_from and not FLAGS.from_scratch:
     raise UserError("--init_from is required: an HF / bert_jax.export directory, a "
-                    "google-research/bert checkpoint or a pretraining WORKDIR")
-  if "://" not in init_from and not os.path.exists(init_from):
+                    "google-research/bert checkpoint or a pretraining WORKDIR (or --from_scratch "
+                    "--set=model.preset=NAME --set=data.vocab=FILE for the random-init baseline)")
+  if init_from and "://" not in init_from and not os.path.exists(init_from):
     raise UserError(f"--init_from={init_from}: no such file or directory")
   seeds = _seeds(FLAGS.seeds)
   if FLAGS.parallel > 1 and FLAGS.num_processes > 1:

@@ -264,10 +264,16 @@ class FinetuneTask:
                         else scores[self.metric] > best):
       self.results.update(best=scores[self.metric], best_step=step, best_eval=scores)
       self._save_best(state, scores)
-      if self._splits["test"] is not None:  # test predictions always come from the best model
-        outputs = predict(self._setup, state.params, self._splits["test"].features, eval_bs)
+      test = self._splits["test"]
+      if test is not None:  # test predictions always come from the best model
+        outputs = predict(self._setup, state.params, test.features, eval_bs)
         if self._lead:
-          self._task.write_predictions(self._splits["test"], outputs, str(self._workdir))
+          self._task.write_predictions(test, outputs, str(self._workdir))
+        if "label" in test.features:  # a labelled test file: the best model's test metrics
+          self.results["best_test"] = {
+              k: float(v) for k, v in self._task.evaluate(test, outputs).items()}
+          logging.info("test (the best model, step %d) | %s", step, " ".join(
+              f"{k} {v:.4f}" for k, v in self.results["best_test"].items()))
     return scores
 
   def _save_best(self, state: TrainState, scores: dict) -> None:

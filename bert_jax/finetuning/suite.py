@@ -28,7 +28,9 @@ after another in this process (each uses every local device, as `bert_jax.finetu
 with `parallel=N` as N concurrent `python -m bert_jax.finetune` processes, run i pinned to GPU i
 (CUDA_VISIBLE_DEVICES). The table: per task its score's mean ± sample std over the seeds and the
 number of seeds; then the mean of the tasks' mean scores. WORKDIR/suite.json holds the same and
-every eval metric's mean and std.
+every eval metric's mean and std; for a task whose runs scored a labelled test file (results.json
+best_test, each run's best-on-dev model), the same of the test scores (`test`), shown beside its
+row.
 """
 
 from __future__ import annotations
@@ -622,12 +624,22 @@ def gather(runs: list[Run], info: dict, s, *, init_from: str, workdir: str) -> d
       scores.append(math.fsum(float(ev[m]) for m in spec["metrics"]) / len(spec["metrics"]))
     mean, std = _mean_std(scores)
     shared = [k for k in evals[0] if k not in ("step", "epoch") and all(k in e for e in evals)]
+    # A labelled test file: every run's best-on-dev model scored on it (results.json best_test).
+    tests = [(_results(r) or {}).get("best_test") for r in mine]
+    test = None
+    if all(t and all(m in t for m in spec["metrics"]) for t in tests):
+      test_scores = [math.fsum(float(t[m]) for m in spec["metrics"]) / len(spec["metrics"])
+                     for t in tests]
+      test = {"scores": test_scores, **dict(zip(("mean", "std"), _mean_std(test_scores))),
+              "eval": {k: dict(zip(("mean", "std"), _mean_std([float(t[k]) for t in tests])))
+                       for k in tests[0] if all(k in t for t in tests)}}
     tasks[name] = {
         "metrics": spec["metrics"], "seeds": [r.seed for r in mine], "n": len(mine),
         "mean": mean, "std": std, "scores": scores,
         "eval": {k: dict(zip(("mean", "std"), _mean_std([float(e[k]) for e in evals])))
                  for k in shared},
         "steps": [int(e.get("step", -1)) for e in evals],
+        "test": test,
         "runs": [os.path.relpath(str(r.workdir), str(workdir)) if not paths.is_url(workdir)
                  else str(r.workdir) for r in mine],
     }
@@ -637,15 +649,18 @@ def gather(runs: list[Run], info: dict, s, *, init_from: str, workdir: str) -> d
 
 
 def format_table(summary: dict) -> str:
-  """One table: task, metric(s), mean ± std over the seeds, seeds; then the average."""
+  """One table: task, metric(s), mean ± std over the seeds, seeds; then the average. A task with
+  a labelled test file has its best models' test score beside it."""
   rows = [("task", "metric", "mean ± std", "seeds", "")]
   for name, t in summary["tasks"].items():
-    detail = ""
+    details = []
     if len(t["metrics"]) > 1:
-      detail = ", ".join(f"{m} {t['eval'][m]['mean']:.4f} ± {t['eval'][m]['std']:.4f}"
-                         for m in t["metrics"])
+      details.append(", ".join(f"{m} {t['eval'][m]['mean']:.4f} ± {t['eval'][m]['std']:.4f}"
+                               for m in t["metrics"]))
+    if t.get("test"):
+      details.append(f"test {t['test']['mean']:.4f} ± {t['test']['std']:.4f} (best models)")
     rows.append((name, "/".join(t["metrics"]), f"{t['mean']:.4f} ± {t['std']:.4f}", str(t["n"]),
-                 detail))
+                 "; ".join(details)))
   n = len(summary["tasks"])
   rows.append(("average", f"over {n} task{'s' * (n != 1)}", f"{summary['average']:.4f}", "", ""))
   widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -92,7 +92,10 @@ class Classification(_Task):
       if len(self.label_names) < 2:
         raise DataError(f"{source}: a single label {self.label_names} in the training data; a "
                         "classifier needs at least two (--config.data.labels)")
-    labels = self._labels(examples, source, which != "test")
+    # A test file whose every row has a label is scored too (the best-on-dev model's test
+    # metrics); an unlabelled one is only predicted.
+    labelled = which != "test" or all(e["label"] is not None for e in examples)
+    labels = self._labels(examples, source, labelled)
     features = fd.featurize_classification(examples, self.tokenizer, self.data.max_seq_length,
                                            labels)
     return Split(which, examples, features, source)

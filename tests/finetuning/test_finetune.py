@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bert_jax import errors
@@ -98,7 +99,11 @@ def test_classification_from_hf_export(exports, tasks, tmp_path):
   assert set(results["final_eval"]) >= {"accuracy", "f1", "mcc"}
   lines = (workdir / "eval_predictions.tsv").read_text().splitlines()
   assert lines[0] == "index\tprediction\tlabel" and len(lines) == 201
-  assert (workdir / "test_predictions.tsv").exists()
+  # The labelled test file (here the dev file again) is scored with the best model.
+  assert results["best_test"] == {k: v for k, v in results["best_eval"].items() if k != "epoch"}
+  test_lines = (workdir / "test_predictions.tsv").read_text().splitlines()
+  hits = [l.split("\t")[1] == l.split("\t")[2] for l in test_lines[1:]]
+  assert results["best_test"]["accuracy"] == pytest.approx(np.mean(hits), abs=1e-12)
   best = load_pretrained(str(workdir / "best"), None)
   assert type(best).__name__ == "BertForSequenceClassification" and best.num_labels == 2
   assert json.loads((workdir / "best" / "bert_jax.json").read_text())["id2label"] == {

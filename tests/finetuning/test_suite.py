@@ -289,3 +289,48 @@ def test_cli_missing_data_is_one_line(tmp_path):
       "its own layout (RTE/train.tsv, RTE/dev.tsv, as download_glue_data.py writes them), or "
       "drop --glue_dir to read TFDS glue/rte from --data_dir")
   assert not (tmp_path / "w" / "rte").exists()  # nothing ran
+
+
+def test_a_labelled_test_file_gives_the_best_models_test_score(tmp_path):
+  """Runs whose results.json has best_test (a labelled test file): suite.json's test mean ± std
+  over the seeds, and the table shows it; a task without it has test None."""
+  s = _toy()
+  runs, info = suite.resolve(s, str(tmp_path), init_from=MODEL)
+  tests = {("score", 0): (0.2, 0.4), ("score", 1): (0.6, 0.8)}
+  for r in runs:
+    r.workdir.mkdir(parents=True)
+    final = ({"step": 6, "accuracy": 0.75} if r.task == "topic" else
+             {"step": 6, "pearson": 0.5, "spearman": 0.7, "mse": 1.0})
+    results = {"final_eval": final, "evals": [final]}
+    if r.task == "score":
+      p, sp = tests[(r.task, r.seed)]
+      results["best_test"] = {"pearson": p, "spearman": sp, "mse": 2.0}
+    (r.workdir / "results.json").write_text(json.dumps(results))
+  summary = suite.gather(runs, info, s, init_from=MODEL, workdir=str(tmp_path))
+  assert summary["tasks"]["topic"]["test"] is None
+  t = summary["tasks"]["score"]["test"]
+  assert t["scores"] == pytest.approx([0.3, 0.7], abs=1e-12)
+  assert t["mean"] == pytest.approx(0.5, abs=1e-12)
+  assert t["std"] == pytest.approx(np.std([0.3, 0.7], ddof=1), abs=1e-12)
+  assert t["eval"]["mse"] == {"mean": 2.0, "std": 0.0}
+  rows = _table_rows(suite.format_table(summary))
+  assert rows["score"][-1].endswith("test 0.5000 ± 0.2828 (best models)"), rows["score"]
+  assert "test" not in " ".join(rows["topic"])
+
+
+def test_cli_from_scratch_or_init_from(tmp_path):
+  """--from_scratch (the random-init baseline) and --init_from exclude each other; one of them is
+  required. (A --from_scratch suite runs in tests/benchmarks/test_downstream.py.)"""
+  common = [f"--suite={TOY}", f"--workdir={tmp_path / 'w'}", f"--data_dir={FIX}"]
+  both = _cli(common + [f"--init_from={MODEL}", "--from_scratch"], timeout=120)
+  assert both.returncode == 2
+  assert both.stderr.strip().splitlines()[-1] == (
+      f"error: --from_scratch fine-tunes a randomly initialised model, but --init_from={MODEL} "
+      "was given too; drop one of them")
+  neither = _cli(common, timeout=120)
+  assert neither.returncode == 2
+  assert neither.stderr.strip().splitlines()[-1] == (
+      "error: --init_from is required: an HF / bert_jax.export directory, a google-research/bert "
+      "checkpoint or a pretraining WORKDIR (or --from_scratch --set=model.preset=NAME "
+      "--set=data.vocab=FILE for the random-init baseline)")
+  assert not (tmp_path / "w").exists()
