@@ -16,6 +16,11 @@ window, attention dropout), and described for the start-up log by `attention_pat
 - NVIDIA GPU: cuDNN flash attention for bfloat16/float16 with D % 8 == 0 and D <= 128 (and an
   even L where a mask bias is needed); XLA otherwise (float32 included);
 - CPU: manual (the same XLA ops; float16 works there); other backends (ROCm): XLA.
+The manual path computes a sliding window in query blocks (of 128, `_band_block`) against
+their band of block + 2·window keys, [B, nb, N, 128, 256] logits for ModernBERT's ±64 instead
+of [B, N, L, L], wherever the block divides L and the band is narrower than L (L = 384, 512,
+... at ±64), for padding, packed and explicit masks alike; global layers and other lengths
+compute all L keys.
 `splash` / `cudnn` run that kernel or raise a one-line ValueError naming the fix; `xla`
 (jax.nn.dot_product_attention) and `manual` always run as asked.
 
@@ -32,9 +37,12 @@ finite). Splash and cuDNN run under shard_map over the mesh being traced for
 
 from __future__ import annotations
 
+import math
+
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bert_jax.models import splash as splash_lib
 from bert_jax.models.dropout import dropout
@@ -329,7 +337,49 @@ def _cudnn(q, k, v, mask: Mask, window, implementation="cudnn"):
                      (_BLND, _BLND, _BLND, _KEEP, _SEG))
 
 
-def _manual(q, k, v, keep, window, dropout_rate, rng):
+# Query block of the banded local path: 128 (measured on the 2-core CPU, ModernBERT-base at
+# 1024: blocks of 128 against their 256 keys, docs/benchmarks.md), larger for wide windows.
+_BAND_QUERY_BLOCK = 128
+
+
+def _band_block(length: int, window: int | None) -> int | None:
+  """The query block `_manual` uses for a sliding window of this reach at this length, or None
+  for the full [L, L] path. The block is max(128, 2 * window rounded up to a multiple of 64): a
+  band of block + 2 * window keys is then at most two blocks wide (the gathered k, v at most
+  twice k, v), and the dots at least 128 queries by 128 keys. It is taken only where it
+  divides L and the band is narrower than L (fewer logits than the full path): ModernBERT's
+  window 64 bands at L = 384, 512, 640, ... (256 keys per query block)."""
+  if window is None:
+    return None
+  block = max(_BAND_QUERY_BLOCK, -(-2 * window // 64) * 64)
+  if length % block or block + 2 * window >= length:
+    return None
+  return block
+
+
+def _bands(x: jax.Array, axis: int, block: int, width: int) -> jax.Array:
+  """x (padded along `axis` to nb * block + width - block) -> that axis replaced by
+  (nb, width): band i = x[i * block : i * block + width], the bands overlapping by
+  width - block. Static slices and a concatenation only (plain copies on XLA:CPU; their
+  transpose in the backward is pads and adds, where a jnp.take would be a gather and a
+  scatter-add): cut x into chunks of c = gcd(block, width - block) and concatenate the
+  width / c strided slices of chunks, or the nb band slices themselves where those are fewer."""
+  size = x.shape[axis]
+  nb = (size - width) // block + 1
+  chunk = math.gcd(block, width - block)
+  pieces = width // chunk
+  if pieces > nb:
+    return jnp.stack([jax.lax.slice_in_dim(x, i * block, i * block + width, axis=axis)
+                      for i in range(nb)], axis=axis)
+  xc = x.reshape(x.shape[:axis] + (size // chunk, chunk) + x.shape[axis + 1:])
+  step = block // chunk
+  return jnp.concatenate(
+      [jax.lax.slice_in_dim(xc, o, o + (nb - 1) * step + 1, stride=step, axis=axis)
+       for o in range(pieces)], axis=axis + 1)
+
+
+def _manual_full(q, k, v, keep, window, dropout_rate, rng):
+  """The explicit path over all L keys: [B, N, L, L] float32 logits (a window as a mask)."""
   if window is not None:
     keep = keep & window_mask(q.shape[1], window)
   scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
@@ -340,6 +390,56 @@ def _manual(q, k, v, keep, window, dropout_rate, rng):
   return jnp.einsum("bnts,bsnd->btnd", probs.astype(v.dtype), v)
 
 
+def _manual_banded(q, k, v, keep, window, dropout_rate, rng, block):
+  """The explicit path for a sliding window, in query blocks: block i (queries
+  [i * block, (i + 1) * block)) attends its band of keys [i * block - window, (i + 1) * block
+  + window) (k, v and keep padded by the window on both sides, padding masked out), logits
+  [B, nb, N, block, block + 2 * window] in float32 masked by |i - j| <= window and keep's band
+  (keep [B, 1, 1, L] padding, or [B, 1, L, L] packed / explicit: each query block's rows of
+  the band). Equal to `_manual_full` up to float rounding at every position: a query with no
+  kept key in its window (only padding queries, or an explicit mask's empty row) is uniform
+  over all L keys there, so it takes the mean of v over all L here too. With attention
+  dropout the draws are over the banded probabilities, so they differ from `_manual_full`'s
+  (the same rate and distribution), and those fully masked rows take the undropped mean."""
+  b, length, n, d = q.shape
+  nb = length // block
+  pad = min(window, length)  # keys further than L away do not exist
+  width = block + 2 * pad
+  scale = 1.0 / jnp.sqrt(jnp.asarray(d, jnp.float32))
+  padded = lambda x: jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0)))
+  kb = _bands(padded(k), 1, block, width)  # [B, nb, K, N, D]
+  vb = _bands(padded(v), 1, block, width)
+  keep = jnp.pad(keep, ((0, 0), (0, 0), (0, 0), (pad, pad)))  # padded keys: False
+  if keep.shape[2] == 1:  # [B, H, 1, L + 2p] -> [B, nb, H, 1, K]
+    band = jnp.moveaxis(_bands(keep, 3, block, width), 3, 1)
+  else:  # [B, H, L, L + 2p] -> [B, nb, H, block, K]: query block i's rows of band i
+    rows = keep.reshape(keep.shape[:2] + (nb, block, keep.shape[-1]))
+    band = jnp.stack([rows[:, :, i, :, i * block:i * block + width] for i in range(nb)], 1)
+  offset = jnp.arange(block)[:, None] + pad - jnp.arange(width)[None, :]  # query - key
+  band = band & (jnp.abs(offset) <= window)
+  logits = jnp.einsum("bcqnd,bcknd->bcnqk", q.reshape(b, nb, block, n, d), kb,
+                      preferred_element_type=jnp.float32) * scale
+  logits = jnp.where(band, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  probs = dropout(probs, dropout_rate, rng) if rng is not None and dropout_rate > 0 else probs
+  out = jnp.einsum("bcnqk,bcknd->bcqnd", probs.astype(v.dtype), vb).reshape(b, length, n, d)
+  # A fully masked row: uniform over the band here, over all L keys in _manual_full.
+  kept = jnp.moveaxis(jnp.any(band, axis=-1), 2, 3)  # [B, nb, block, H]
+  kept = kept.reshape(kept.shape[0], length, kept.shape[-1], 1)
+  uniform = jnp.full((length,), np.float32(1) / np.float32(length)).astype(v.dtype)
+  mean = jnp.einsum("s,bsnd->bnd", uniform, v)[:, None]
+  return jnp.where(kept, out, mean)
+
+
+def _manual(q, k, v, keep, window, dropout_rate, rng):
+  """The explicit path: banded (`_manual_banded`) for a sliding window where `_band_block`
+  gives a block, else over all L keys (`_manual_full`)."""
+  block = _band_block(q.shape[1], window)
+  if block is not None and keep.ndim == 4 and keep.shape[-1] == q.shape[1]:
+    return _manual_banded(q, k, v, keep, window, dropout_rate, rng, block)
+  return _manual_full(q, k, v, keep, window, dropout_rate, rng)
+
+
 def dot_product_attention(q, k, v, mask: Mask | jax.Array, *, impl: str, dropout_rate: float,
                           rng: jax.Array | None, window: int | None = None) -> jax.Array:
   """Scaled dot-product attention. q, k, v: [B, L, N, D]; mask: a Mask (or its bool keep
@@ -348,7 +448,8 @@ def dot_product_attention(q, k, v, mask: Mask | jax.Array, *, impl: str, dropout
   active with a key and a positive rate, and only the explicit ("manual") path has it.
 
   manual: logits and softmax in float32; masked logits get float32's lowest finite value (never
-  -inf, so a fully masked row is uniform, not NaN, in any compute dtype).
+  -inf, so a fully masked row is uniform, not NaN, in any compute dtype); a sliding window in
+  query blocks where that saves work (`_manual_banded`, the same outputs).
   """
   mask = mask if isinstance(mask, Mask) else Mask(keep=mask)
   rate = dropout_rate if rng is not None and dropout_rate > 0.0 else 0.0

@@ -181,6 +181,129 @@ def test_modernbert_with_splash_equals_the_explicit_path(monkeypatch):
   np.testing.assert_allclose(np.where(used, got, 0), np.where(used, want, 0), atol=2e-5, rtol=0)
 
 
+# ---- the banded local path of the explicit kernel ----
+BL, BLOCK = 32, 8  # small: block 8 forced; 4 query blocks
+
+
+def _small_mask(kind: str) -> Mask:
+  """[4, 32] rows. padding: rows of 20, 32, 0 tokens and a left-padded one (its first 9
+  positions padding); packed: three sequences and padding, one sequence, two, one of 3 tokens;
+  explicit: a random [B, L, L] mask that keeps the diagonal."""
+  if kind == "padding":
+    am = np.ones((B, BL), np.int32)
+    am[0, 20:] = 0
+    am[2] = 0
+    am[3, :9] = 0
+    return make_mask(jnp.asarray(am), None, (B, BL))
+  if kind == "packed":
+    seg = np.zeros((B, BL), np.int32)
+    seg[0, :10], seg[0, 10:19], seg[0, 19:27] = 1, 2, 3
+    seg[1] = 1
+    seg[2, :5], seg[2, 5:] = 1, 2
+    seg[3, :3] = 1
+    return make_mask(None, jnp.asarray(seg), (B, BL))
+  keep = np.random.default_rng(1).random((B, BL, BL)) < 0.3
+  keep |= np.eye(BL, dtype=bool)
+  return make_mask(jnp.asarray(keep), None, (B, BL))
+
+
+def _small_qkv(dtype=jnp.float32, seed=0):
+  rng = np.random.default_rng(seed)
+  return tuple(jnp.asarray(rng.normal(size=(B, BL, N, D)), dtype) for _ in range(3))
+
+
+def _small_valid(mask: Mask) -> np.ndarray:
+  if mask.segment_ids is None:
+    return np.ones((B, BL, 1, 1), bool)
+  return (np.asarray(mask.segment_ids) > 0)[:, :, None, None]
+
+
+# window 4: bands by strided chunk slices; 5 and 64 (wider than L): by one slice per block
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("window", [4, 5, 64])
+@pytest.mark.parametrize("kind", ["padding", "packed", "explicit"])
+def test_banded_equals_full_manual(kind, window, dtype):
+  """Query blocks against their band of keys give the full [L, L] explicit path: float32
+  within 1e-6 at every position (a fully masked padding query takes the mean of all L values
+  on both), bfloat16 within one bfloat16 rounding of it at the used positions."""
+  q, k, v = _small_qkv(jnp.dtype(dtype))
+  mask = _small_mask(kind)
+  banded = jax.jit(attention._manual_banded, static_argnums=(4, 5, 7))
+  got = banded(q, k, v, mask.keep, window, 0.0, None, BLOCK)
+  want = attention._manual_full(q, k, v, mask.keep, window, 0.0, None)
+  assert got.dtype == want.dtype == jnp.dtype(dtype) and got.shape == q.shape
+  got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+  assert np.isfinite(got).all()
+  if dtype == "float32":
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+  else:
+    diff = np.where(_small_valid(mask), np.abs(got - want), 0)
+    assert (diff <= 2 ** -8 * np.abs(want) + 1e-6).all(), diff.max()
+
+
+@pytest.mark.parametrize("window", [4, 5, 64])
+@pytest.mark.parametrize("kind", ["padding", "packed", "explicit"])
+def test_banded_gradients_equal_full_manual(kind, window):
+  """dq, dk, dv of a loss over the used query positions: banded == full within 1e-5."""
+  q, k, v = _small_qkv()
+  mask = _small_mask(kind)
+  weight = jnp.asarray(np.random.default_rng(3).normal(size=q.shape), jnp.float32)
+  weight = weight * _small_valid(mask)
+  loss = lambda fn: lambda q, k, v: jnp.sum(fn(q, k, v) * weight)
+  full = lambda q, k, v: attention._manual_full(q, k, v, mask.keep, window, 0.0, None)
+  banded = lambda q, k, v: attention._manual_banded(q, k, v, mask.keep, window, 0.0, None,
+                                                    BLOCK)
+  want = jax.grad(loss(full), (0, 1, 2))(q, k, v)
+  got = jax.jit(jax.grad(loss(banded), (0, 1, 2)))(q, k, v)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
+
+
+def test_banded_attention_dropout():
+  """Attention dropout on the banded probabilities: deterministic per key, a different output
+  from the undropped one at the used positions, and unbiased in expectation (the mean over
+  many keys approaches the undropped output)."""
+  q, k, v = _small_qkv()
+  mask = _small_mask("padding")
+  run = jax.jit(lambda rng: attention._manual_banded(q, k, v, mask.keep, 4, 0.5, rng, BLOCK))
+  plain = np.asarray(attention._manual_banded(q, k, v, mask.keep, 4, 0.0, None, BLOCK))
+  a, b = np.asarray(run(jax.random.key(0))), np.asarray(run(jax.random.key(0)))
+  np.testing.assert_array_equal(a, b)
+  assert np.isfinite(a).all()
+  used = _small_valid(mask)[..., 0, 0]
+  assert (np.abs(a - plain).max(axis=(2, 3))[used] > 1e-3).mean() > 0.9
+  mean = np.mean([np.asarray(run(key)) for key in jax.random.split(jax.random.key(1), 400)], 0)
+  assert np.abs(np.where(_small_valid(mask), mean - plain, 0)).max() < 0.25
+
+
+def test_manual_takes_the_banded_path_where_it_saves_work(monkeypatch):
+  """_band_block: 128 (or 2 * window rounded up to 64) where it divides L and the band
+  (block + 2 * window keys) is narrower than L; the explicit path then never builds [L, L]
+  logits and equals the full one."""
+  assert attention._band_block(1024, 64) == attention._band_block(512, 64) == 128
+  assert attention._band_block(384, 64) == 128
+  assert attention._band_block(256, 64) is None  # a band of 256 keys: no saving at 256
+  assert attention._band_block(256, 16) == 128
+  assert attention._band_block(1024, 100) == 256
+  assert attention._band_block(200, 16) is None  # 128 does not divide 200
+  assert attention._band_block(1024, None) is None  # global layers
+  length = 512
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, length, 2, 8)), jnp.float32) for _ in range(3))
+  am = np.ones((2, length), np.int32)
+  am[0, 300:] = 0
+  for mask in (make_mask(jnp.asarray(am), None, (2, length)),
+               make_mask(None, jnp.asarray(am), (2, length))):  # padding, then packed
+    run = lambda q, k, v: _manual(q, k, v, mask, 64)
+    hlo = jax.jit(run).lower(q, k, v).as_text()
+    assert "2x2x512x512xf32" not in hlo and "2x4x2x128x256xf32" in hlo  # [B, nb, N, 128, 256]
+    got = jax.jit(run)(q, k, v)
+    monkeypatch.setattr(attention, "_band_block", lambda *a: None)
+    want = jax.jit(run)(q, k, v)
+    monkeypatch.undo()
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+
+
 # ---- which kernel, for every case ----
 BF16, F16, F32 = jnp.bfloat16, jnp.float16, jnp.float32
 

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from bert_jax import create_model, get_config
+from bert_jax.models import attention
 from bert_jax.models.attention import dot_product_attention, make_mask, window_mask
 from helpers import random_model
 
@@ -103,3 +104,31 @@ def test_sequence_longer_than_the_model_is_one_line_error():
 def test_no_sentence_pair_task():
   with pytest.raises(ValueError, match="ModernBERT pretrains with masked_lm alone"):
     create_model(get_config("modernbert_tiny"), "pretraining")
+
+
+def test_banded_local_attention_equals_the_full_path(monkeypatch):
+  """At seq 384 the explicit path (CPU's auto) runs the window-64 local layers in query
+  blocks of 128 against their 256 keys: the same MLM logits as over all 384 keys, on padded
+  rows (of different lengths) and on packed rows."""
+  config = get_config("modernbert_tiny", vocab_size=300, num_hidden_layers=3)
+  model = random_model(config, "masked_lm")  # layers: global, local, local
+  length = 384
+  ids = jnp.asarray(np.random.default_rng(0).integers(5, 300, (2, length)), jnp.int32)
+  am = np.ones((2, length), np.int32)
+  am[1, 250:] = 0
+  seg = np.zeros((2, length), np.int32)
+  seg[0, :200], seg[0, 200:350], seg[1, :] = 1, 2, 1
+  pos = np.concatenate([np.arange(200), np.arange(184)])[None].repeat(2, 0)
+  pos[1] = np.arange(length)
+  padded = jax.jit(lambda i, a: model(i, attention_mask=a).mlm_logits)
+  packed = jax.jit(lambda i, s, p: model(i, segment_ids=s, position_ids=p).mlm_logits)
+  calls = []
+  banded = attention._manual_banded
+  monkeypatch.setattr(attention, "_manual_banded", lambda *a: calls.append(a[-1]) or banded(*a))
+  got = (padded(ids, jnp.asarray(am)), packed(ids, jnp.asarray(seg), jnp.asarray(pos)))
+  assert calls == [128] * 4  # the 2 local layers of each trace
+  monkeypatch.setattr(attention, "_band_block", lambda *a: None)
+  want = (padded(ids, jnp.asarray(am)), packed(ids, jnp.asarray(seg), jnp.asarray(pos)))
+  for g, w, used in zip(got, want, (am > 0, seg > 0)):
+    used = used[:, :, None]
+    np.testing.assert_allclose(np.where(used, g, 0), np.where(used, w, 0), atol=1e-5, rtol=0)
