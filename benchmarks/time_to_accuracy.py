@@ -149,9 +149,11 @@ def _sha(path: str) -> str:
 # --------------------------------------------------------------------------- preparation
 
 
-def prepare_data(args) -> dict:
-  """vocab.txt, the dataset and HF's export, cached per corpus and settings; returns their
-  paths and sizes. Nothing here is timed: both trainers start from the prepared dataset."""
+def prepare_data(args, hf_export: bool = True) -> dict:
+  """vocab.txt, the dataset and (hf_export) HF's export, cached per corpus and settings; returns
+  their paths and sizes. Nothing here is timed: both trainers start from the prepared dataset.
+  `args` needs corpus, work_dir, max_lines, vocab, vocab_size, seq_len, max_predictions_per_seq,
+  masked_lm_prob, validation_fraction (and for the export seed, eval_batch_size, eval_batches)."""
   corpus = args.corpus
   tag = _sha(corpus)[:12]
   if args.max_lines:
@@ -190,10 +192,12 @@ def prepare_data(args) -> dict:
             masked_lm_prob=args.masked_lm_prob, objective="none",
             validation_fraction=args.validation_fraction)
     os.replace(tmp, data_dir)
-  export = os.path.join(data_dir + "_export",
-                        f"rows_s{args.seed}_eb{args.eval_batch_size}_n{args.eval_batches}.npz")
   from bert_jax.data import input_pipeline
   info = input_pipeline.dataset_info(data_dir)
+  if not hf_export:
+    return {"vocab": vocab_path, "data_dir": data_dir, "vocab_size": info["vocab_size"]}
+  export = os.path.join(data_dir + "_export",
+                        f"rows_s{args.seed}_eb{args.eval_batch_size}_n{args.eval_batches}.npz")
   if not os.path.exists(export):
     log(f"[prepare] HF export (train rows unmasked, our fixed eval set) in {export}")
     _export(args, data_dir, info, export)
