@@ -7,8 +7,10 @@ DIR is the Debian package sections task (`configs/finetune/suites/debian.py`: tr
 dev.tsv, test.tsv, `label<TAB>text`; this project's copy is ../shared/tasks/debian-sections, a
 slice ships as tests/fixtures/debian-sections-slice). On this CPU, one stage after the other:
 
-1. Prepare from --corpus (cached in --work_dir, shared with benchmarks/time_to_accuracy.py): a
-   WordPiece vocab.txt and a masked-LM dataset (`--objective=none`, dynamic masking).
+1. Prepare from --corpus and, with --task_text (default), the task's train.tsv texts without
+   their labels (task-adaptive pretraining; dev and test texts never), cached in --work_dir
+   (shared with benchmarks/time_to_accuracy.py): a WordPiece vocab.txt, which both arms use,
+   and a masked-LM dataset (`--objective=none`, dynamic masking).
 2. Pretrain (cached per corpus and settings): `python -m bert_jax.train --config=configs/tiny.py`
    with `model.preset=--preset` (BERT-mini), AdamW, warmup then linear decay, --pretrain_steps;
    its final held-out MLM accuracy and unigram baseline are reported. Then `python -m
@@ -51,7 +53,7 @@ QUICK = dict(preset="tiny", seq_len=64, batch_size=16, vocab_size=2000, pretrain
              max_seq_length=32, eval_every=10, seeds="0,1")
 DEFAULTS = dict(preset="mini", seq_len=128, batch_size=16, vocab_size=8000, pretrain_steps=2000,
                 warmup=100, lr=1e-3, max_lines=0, ft_epochs=3.0, ft_batch_size=32, ft_lr=1e-4,
-                max_seq_length=48, eval_every=100, seeds="0,1,2")
+                max_seq_length=48, eval_every=200, seeds="0,1,2")
 ARMS = ("pretrained", "scratch")
 
 
@@ -85,6 +87,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--ft_batch_size", type=int, default=None)
   p.add_argument("--max_seq_length", type=int, default=None, help="fine-tuning tokens per row")
   p.add_argument("--eval_every", type=int, default=None, help="fine-tuning steps between evals")
+  p.add_argument("--task_text", action=argparse.BooleanOptionalAction, default=True,
+                 help="also pretrain on the task's train.tsv texts without their labels "
+                      "(task-adaptive pretraining); dev and test texts never")
   p.add_argument("--arms", default="pretrained,scratch", help="which arms to fine-tune")
   p.add_argument("--max_wall_s", type=float, default=3600.0,
                  help="a stage still running after this many seconds is stopped")
@@ -120,6 +125,32 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
   args.task_dir = os.path.abspath(args.task_dir)
   args.out_dir = args.out_dir or args.work_dir
   return args
+
+
+TASK_TEXT_DOC = 32  # train.tsv texts per pretraining document (in the file's order)
+
+
+def pretraining_corpus(args) -> str:
+  """--corpus, or with --task_text --corpus then the task's train.tsv texts (no labels), 32 to
+  a document, one per line (written once to --work_dir; the vocabulary is trained on it too)."""
+  if not args.task_text:
+    return args.corpus
+  with open(os.path.join(args.task_dir, "train.tsv"), encoding="utf-8") as f:
+    next(f)
+    texts = [line.rstrip("\n").split("\t", 1)[1].strip() for line in f if "\t" in line]
+  with open(args.corpus, encoding="utf-8") as f:  # its first --max_lines lines (0: all)
+    corpus = "".join(line for i, line in enumerate(f) if not args.max_lines or i < args.max_lines)
+  args.max_lines = 0  # applied here, before the task's texts
+  docs = ["\n".join(texts[i:i + TASK_TEXT_DOC]) for i in range(0, len(texts), TASK_TEXT_DOC)]
+  text = corpus.rstrip("\n") + "\n\n" + "\n\n".join(docs) + "\n"
+  path = os.path.join(args.work_dir, "corpus_" + hashlib.sha1(text.encode()).hexdigest()[:12]
+                      + ".txt")
+  if not os.path.exists(path):
+    tmp = path + f".tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  return path
 
 
 def _tag(d: dict) -> str:
@@ -307,7 +338,8 @@ def report(result: dict) -> None:
   s, p = result["settings"], result["pretraining"]
   mlm = p["mlm_accuracy"]
   print(f"pretraining: BERT-{s['preset']}, {p['steps']} steps of masked LM at batch "
-        f"{s['batch_size']} x {s['seq_len']} on {os.path.basename(s['corpus'])}; held-out MLM "
+        f"{s['batch_size']} x {s['seq_len']} on {os.path.basename(s['corpus'])}"
+        f"{' + the task train texts (no labels)' if s['task_text'] else ''}; held-out MLM "
         f"accuracy {'-' if mlm is None else f'{mlm:.4f}'} (unigram baseline "
         f"{'-' if p['unigram_accuracy'] is None else format(p['unigram_accuracy'], '.4f')})"
         + (f", {p['seconds']:.0f} s" if p["seconds"] else ", cached"))
@@ -339,6 +371,8 @@ def _rows(task_dir: str, name: str) -> int:
 def main(argv=None) -> int:
   args = resolve(parser().parse_args(argv))
   os.makedirs(args.work_dir, exist_ok=True)
+  given_corpus = args.corpus
+  args.corpus = pretraining_corpus(args)
   with contextlib.redirect_stdout(sys.stderr):  # TFDS prints its progress to stdout
     data = tta.prepare_data(args, hf_export=False)
     pre = pretrain(args, data)
@@ -369,7 +403,8 @@ def main(argv=None) -> int:
       "pretraining": pre, "arms": arms,
       "settings": {**ft_settings, "seeds": args.seeds, "batch_size": args.batch_size,
                    "seq_len": args.seq_len, "vocab_size": data["vocab_size"],
-                   "corpus": os.path.abspath(args.corpus), "task_dir": args.task_dir,
+                   "corpus": os.path.abspath(given_corpus), "task_text": args.task_text,
+                   "pretraining_corpus": args.corpus, "task_dir": args.task_dir,
                    "train_rows": _rows(args.task_dir, "train.tsv"),
                    "dev_rows": _rows(args.task_dir, "dev.tsv"),
                    "test_rows": _rows(args.task_dir, "test.tsv"), "quick": args.quick,
