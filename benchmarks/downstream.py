@@ -40,6 +40,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -191,7 +192,6 @@ def pretrain(args, data: dict) -> dict:
   seconds = None
   if not os.path.exists(os.path.join(export, "config.json")):
     if os.path.exists(workdir):  # an interrupted earlier attempt: start it over
-      import shutil
       shutil.rmtree(workdir)
     os.makedirs(workdir)
     flags = {

@@ -604,6 +604,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
   return mean, std
 
 
+def _per_key_mean_std(records: list[dict]) -> dict:
+  """{key: {mean, std}} over records, for every key (but step, epoch) that all of them have."""
+  keys = [k for k in records[0] if k not in ("step", "epoch") and all(k in r for r in records)]
+  return {k: dict(zip(("mean", "std"), _mean_std([float(r[k]) for r in records]))) for k in keys}
+
+
 def gather(runs: list[Run], info: dict, s, *, init_from: str, workdir: str) -> dict:
   """The summary (suite.json) of finished runs: per task the score (the mean of its metrics)
   per seed, its mean and sample std, every eval metric's mean and std; the average score."""
@@ -611,33 +617,32 @@ def gather(runs: list[Run], info: dict, s, *, init_from: str, workdir: str) -> d
   tasks = {}
   for name, spec in info.items():
     mine = [r for r in runs if r.task == name]
-    evals, scores = [], []
+    evals, scores, tests = [], [], []
+    def score(d: dict, metrics=spec["metrics"]) -> float:  # the task's score: its metrics' mean
+      return math.fsum(float(d[m]) for m in metrics) / len(metrics)
+
     for r in mine:
-      results = _results(r)
-      ev = (results or {}).get(key) or {}
+      results = _results(r) or {}
+      ev = results.get(key) or {}
       absent = [m for m in spec["metrics"] if m not in ev]
       if absent:
         raise UserError(f"{r.name}: {r.workdir / 'results.json'} has no {absent[0]!r} in its "
                         f"{key} (it has {', '.join(k for k in ev if k not in ('step', 'epoch'))})"
                         "; fix `metrics` in the suite config")
       evals.append(ev)
-      scores.append(math.fsum(float(ev[m]) for m in spec["metrics"]) / len(spec["metrics"]))
+      scores.append(score(ev))
+      # A labelled test file: the run's best-on-dev model scored on it (results.json best_test).
+      tests.append(results.get("best_test"))
     mean, std = _mean_std(scores)
-    shared = [k for k in evals[0] if k not in ("step", "epoch") and all(k in e for e in evals)]
-    # A labelled test file: every run's best-on-dev model scored on it (results.json best_test).
-    tests = [(_results(r) or {}).get("best_test") for r in mine]
     test = None
     if all(t and all(m in t for m in spec["metrics"]) for t in tests):
-      test_scores = [math.fsum(float(t[m]) for m in spec["metrics"]) / len(spec["metrics"])
-                     for t in tests]
+      test_scores = [score(t) for t in tests]
       test = {"scores": test_scores, **dict(zip(("mean", "std"), _mean_std(test_scores))),
-              "eval": {k: dict(zip(("mean", "std"), _mean_std([float(t[k]) for t in tests])))
-                       for k in tests[0] if all(k in t for t in tests)}}
+              "eval": _per_key_mean_std(tests)}
     tasks[name] = {
         "metrics": spec["metrics"], "seeds": [r.seed for r in mine], "n": len(mine),
         "mean": mean, "std": std, "scores": scores,
-        "eval": {k: dict(zip(("mean", "std"), _mean_std([float(e[k]) for e in evals])))
-                 for k in shared},
+        "eval": _per_key_mean_std(evals),
         "steps": [int(e.get("step", -1)) for e in evals],
         "test": test,
         "runs": [os.path.relpath(str(r.workdir), str(workdir)) if not paths.is_url(workdir)
