@@ -1,6 +1,7 @@
 r"""Downstream gains: does pretraining pay on a real task? Pretrained vs from-scratch fine-tuning.
 
   python benchmarks/downstream.py --corpus=FILE --task_dir=DIR [--seeds=0,1,2] [--json]
+  python benchmarks/downstream.py --corpus=FILE --task_dir=DIR --train_rows=1000   # few labels
   python benchmarks/downstream.py --corpus=FILE --task_dir=DIR --quick --json   # the test's size
 
 DIR is the Debian package sections task (`configs/finetune/suites/debian.py`: train.tsv,
@@ -21,7 +22,9 @@ slice ships as tests/fixtures/debian-sections-slice). On this CPU, one stage aft
    random init (`model.preset` and the same vocab.txt). Both: dropout 0.1, AdamW at --ft_lr with
    10% warmup then linear decay, --ft_epochs at --ft_batch_size, --max_seq_length tokens, dev
    accuracy every --eval_every steps; each run's best-on-dev model scores test.tsv
-   (results.json `best_test`).
+   (results.json `best_test`). With --train_rows=N both arms fine-tune on the same fixed random
+   sample of N labelled train rows (the regime of few labels and much unlabelled text, which
+   --task_text still pretrains on in full); dev and test stay whole.
 
 Reports per arm the test accuracy of every seed, its mean ± sample std and range, the dev
 accuracy, and the gap (pretrained - scratch, in mean test accuracy, with the two spreads); the
@@ -91,6 +94,10 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--task_text", action=argparse.BooleanOptionalAction, default=True,
                  help="also pretrain on the task's train.tsv texts without their labels "
                       "(task-adaptive pretraining); dev and test texts never")
+  p.add_argument("--train_rows", type=int, default=0,
+                 help="fine-tune both arms on a fixed random sample of this many labelled "
+                      "train.tsv rows (the same for both; 0: all); --task_text still pretrains on "
+                      "every train text, without labels (the semi-supervised regime)")
   p.add_argument("--arms", default="pretrained,scratch", help="which arms to fine-tune")
   p.add_argument("--max_wall_s", type=float, default=3600.0,
                  help="a stage still running after this many seconds is stopped")
@@ -118,6 +125,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
   args.arms = [a for a in args.arms.split(",") if a]
   if not args.arms or not set(args.arms) <= set(ARMS):
     raise SystemExit(f"error: --arms={','.join(args.arms)}: pretrained and/or scratch")
+  if args.train_rows < 0 or args.train_rows == 1:
+    raise SystemExit(f"error: --train_rows={args.train_rows}: 0 (all rows) or at least 2")
   if args.warmup >= args.pretrain_steps:
     raise SystemExit(f"error: --warmup={args.warmup} must be below "
                      f"--pretrain_steps={args.pretrain_steps}")
@@ -152,6 +161,36 @@ def pretraining_corpus(args) -> str:
       f.write(text)
     os.replace(tmp, path)
   return path
+
+
+LABELLED_SAMPLE_SEED = 0
+
+
+def labelled_task_dir(args) -> str:
+  """--task_dir itself, or with --train_rows=N a copy of it in --work_dir whose train.tsv is a
+  fixed random sample of N rows (numpy seed 0, in the file's order); dev.tsv and test.tsv whole."""
+  if not args.train_rows:
+    return args.task_dir
+  with open(os.path.join(args.task_dir, "train.tsv"), encoding="utf-8") as f:
+    header, *rows = [line for line in f if line.strip()]
+  if args.train_rows > len(rows):
+    raise SystemExit(f"error: --train_rows={args.train_rows}: {args.task_dir}/train.tsv has only "
+                     f"{len(rows)} rows; pass at most that, or 0 for all")
+  import numpy as np
+  keep = np.sort(np.random.default_rng(LABELLED_SAMPLE_SEED).choice(
+      len(rows), args.train_rows, replace=False))
+  train = header + "".join(rows[i] for i in keep)
+  out = os.path.join(args.work_dir, f"task_{args.train_rows}_"
+                     + hashlib.sha1(train.encode()).hexdigest()[:10])
+  if not os.path.exists(out):
+    tmp = out + f".tmp{os.getpid()}"
+    os.makedirs(tmp, exist_ok=True)
+    with open(os.path.join(tmp, "train.tsv"), "w", encoding="utf-8") as f:
+      f.write(train)
+    for name in ("dev.tsv", "test.tsv"):
+      shutil.copyfile(os.path.join(args.task_dir, name), os.path.join(tmp, name))
+    os.replace(tmp, out)
+  return out
 
 
 def _tag(d: dict) -> str:
@@ -238,7 +277,7 @@ def finetune(args, arm: str, vocab: str, export: str, root: str) -> dict:
           "train.batch_size": args.ft_batch_size, "optimizer.learning_rate": args.ft_lr,
           "eval.every_steps": args.eval_every, "train.log_every_steps": args.eval_every}
   cmd = [sys.executable, "-m", "bert_jax.finetune_suite", "--suite=debian",
-         f"--data_dir={args.task_dir}", f"--workdir={workdir}",
+         f"--data_dir={args.labelled_dir}", f"--workdir={workdir}",
          f"--init_from={export}" if arm == "pretrained" else "--from_scratch",
          f"--seeds={','.join(map(str, args.seeds))}", "--json"]
   cmd += [f"--set={k}={v}" for k, v in sets.items()]
@@ -343,7 +382,9 @@ def report(result: dict) -> None:
         f"accuracy {'-' if mlm is None else f'{mlm:.4f}'} (unigram baseline "
         f"{'-' if p['unigram_accuracy'] is None else format(p['unigram_accuracy'], '.4f')})"
         + (f", {p['seconds']:.0f} s" if p["seconds"] else ", cached"))
-  print(f"fine-tuning: Debian sections, {s['train_rows']} train / {s['dev_rows']} dev / "
+  sample = (f" (a fixed random sample of the {s['all_train_rows']})"
+            if s["train_rows"] != s["all_train_rows"] else "")
+  print(f"fine-tuning: Debian sections, {s['train_rows']} train{sample} / {s['dev_rows']} dev / "
         f"{s['test_rows']} test rows, {s['ft_epochs']:g} epochs at batch {s['ft_batch_size']} "
         f"x {s['max_seq_length']}, AdamW lr {s['ft_lr']:g}, dropout 0.1, seeds "
         f"{','.join(map(str, s['seeds']))}; test = each seed's best-on-dev model")
@@ -372,6 +413,7 @@ def main(argv=None) -> int:
   args = resolve(parser().parse_args(argv))
   os.makedirs(args.work_dir, exist_ok=True)
   given_corpus = args.corpus
+  args.labelled_dir = labelled_task_dir(args)  # before pretraining: a bad --train_rows fails fast
   args.corpus = pretraining_corpus(args)
   with contextlib.redirect_stdout(sys.stderr):  # TFDS prints its progress to stdout
     data = tta.prepare_data(args, hf_export=False)
@@ -379,14 +421,14 @@ def main(argv=None) -> int:
   ft_settings = {k: getattr(args, k) for k in ("preset", "ft_lr", "ft_epochs", "ft_batch_size",
                                                "max_seq_length", "eval_every")}
   root = os.path.join(args.work_dir, "finetune",
-                      _tag({"pretrain": pre["workdir"], "task": args.task_dir, **ft_settings}))
+                      _tag({"pretrain": pre["workdir"], "task": args.labelled_dir, **ft_settings}))
   arms = {}
   for arm in args.arms:
     summary = finetune(args, arm, data["vocab"], pre["export"], root)
     arms[arm] = arm_result(summary)
     tta.log(f"[{arm}] test accuracy {arms[arm]['test_accuracy']:.4f} ± "
             f"{arms[arm]['test_accuracy_std']:.4f}")
-  label, majority = majority_accuracy(args.task_dir)
+  label, majority = majority_accuracy(args.labelled_dir)
   both = "pretrained" in arms and "scratch" in arms
   result = {
       "pretrained_test_accuracy": arms.get("pretrained", {}).get("test_accuracy"),
@@ -405,7 +447,9 @@ def main(argv=None) -> int:
                    "seq_len": args.seq_len, "vocab_size": data["vocab_size"],
                    "corpus": os.path.abspath(given_corpus), "task_text": args.task_text,
                    "pretraining_corpus": args.corpus, "task_dir": args.task_dir,
-                   "train_rows": _rows(args.task_dir, "train.tsv"),
+                   "labelled_task_dir": args.labelled_dir,
+                   "train_rows": _rows(args.labelled_dir, "train.tsv"),
+                   "all_train_rows": _rows(args.task_dir, "train.tsv"),
                    "dev_rows": _rows(args.task_dir, "dev.tsv"),
                    "test_rows": _rows(args.task_dir, "test.tsv"), "quick": args.quick,
                    "cpus": os.cpu_count()},

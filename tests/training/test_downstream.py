@@ -35,7 +35,7 @@ def test_quick_json_end_to_end(tmp_path):
   out_dir = tmp_path / "out"
   proc = subprocess.run(
       [sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", f"--task_dir={TASK}", "--quick",
-       "--json", f"--work_dir={tmp_path / 'work'}", f"--out_dir={out_dir}"],
+       "--json", "--train_rows=320", f"--work_dir={tmp_path / 'work'}", f"--out_dir={out_dir}"],
       capture_output=True, text=True, timeout=900, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-4000:]
   print(proc.stdout)
@@ -43,6 +43,17 @@ def test_quick_json_end_to_end(tmp_path):
   seeds = result["settings"]["seeds"]
   assert seeds == [0, 1]
   test_rows = _rows(TASK / "test.tsv")
+  # --train_rows=320: both arms fine-tune on the same fixed sample of 320 distinct labelled rows
+  # (in the file's order); dev and test are whole.
+  labelled = pathlib.Path(result["settings"]["labelled_task_dir"])
+  sample, all_train = _rows(labelled / "train.tsv"), _rows(TASK / "train.tsv")
+  assert len(sample) == 320 == result["settings"]["train_rows"]
+  assert result["settings"]["all_train_rows"] == len(all_train) == 640
+  positions = [all_train.index(row) for row in sample]
+  assert positions == sorted(positions) and len(set(map(tuple, sample))) == 320
+  assert positions != list(range(320))  # a random sample, not the head of the file
+  assert _rows(labelled / "test.tsv") == test_rows
+  assert _rows(labelled / "dev.tsv") == _rows(TASK / "dev.tsv")
   for arm in ("pretrained", "scratch"):
     r = result["arms"][arm]
     assert r["seeds"] == seeds
@@ -59,13 +70,14 @@ def test_quick_json_end_to_end(tmp_path):
       config = json.loads((run / "config.json").read_text())
       assert config["train"]["seed"] == seed and config["model"]["preset"] == "tiny"
       assert config["model"]["hidden_dropout_prob"] == 0.1
+      assert config["data"]["train_file"] == str(labelled / "train.tsv")
       if arm == "pretrained":
         assert config["init_from"] == result["pretraining"]["export"]
       else:
         assert config["init_from"] == ""
-    # Dev evals every eval_every steps to the end (640 rows / 16 = 40 steps: 10, 20, 30, 40).
+    # Dev evals every eval_every steps to the end (320 rows / 16 = 20 steps: 10, 20).
     for curve in r["curves"]:
-      assert [e["step"] for e in curve] == [10, 20, 30, 40]
+      assert [e["step"] for e in curve] == [10, 20]
       assert all(0 <= e["accuracy"] <= 1 for e in curve)
   vocabs = {json.loads((pathlib.Path(result["arms"][a]["workdir"]) / "debian" / "seed0" /
                         "config.json").read_text())["data"]["vocab"] for a in result["arms"]}
@@ -79,7 +91,7 @@ def test_quick_json_end_to_end(tmp_path):
   assert result["gap_worst_vs_best"] == pytest.approx(
       min(result["pretrained_test_accuracies"]) - max(result["scratch_test_accuracies"]),
       abs=1e-12)
-  label, _ = collections.Counter(t[0] for t in _rows(TASK / "train.tsv")).most_common(1)[0]
+  label, _ = collections.Counter(t[0] for t in sample).most_common(1)[0]
   assert result["majority_label"] == label
   assert result["majority_test_accuracy"] == pytest.approx(
       sum(t[0] == label for t in test_rows) / len(test_rows), abs=1e-12)
@@ -97,3 +109,15 @@ def test_bad_task_dir_is_one_line(tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       f"error: --task_dir={tmp_path}: no train.tsv, dev.tsv, test.tsv there; pass the Debian "
       "sections task's directory (train.tsv, dev.tsv, test.tsv)")
+
+
+def test_train_rows_beyond_the_file_is_one_line(tmp_path):
+  from bert_jax.data import SAMPLE_CORPUS
+  proc = subprocess.run(
+      [sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", f"--task_dir={TASK}",
+       "--train_rows=641", f"--work_dir={tmp_path}"],
+      capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: --train_rows=641: {TASK}/train.tsv has only 640 rows; pass at most that, or 0 "
+      "for all")
