@@ -350,7 +350,9 @@ def plot(path: str, result: dict) -> str | None:
              label=f"majority class ({result['majority_label']})")
   ax.set_xlabel("fine-tuning step")
   ax.set_ylabel("dev accuracy (mean, range over seeds)")
-  ax.set_title(f"Debian sections (12 classes), BERT-{s['preset']}, lr {s['ft_lr']:g}, batch "
+  rows = (f", {s['train_rows']} of {s['all_train_rows']} labelled rows"
+          if s["train_rows"] != s["all_train_rows"] else "")
+  ax.set_title(f"Debian sections (12 classes{rows}), BERT-{s['preset']}, lr {s['ft_lr']:g}, batch "
                f"{s['ft_batch_size']}", fontsize=9)
   ax.set_ylim(0, 1)
   ax.grid(alpha=0.3)
