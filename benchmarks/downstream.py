@@ -163,6 +163,13 @@ def pretraining_corpus(args) -> str:
   return path
 
 
+def _tsv(task_dir: str, name: str) -> tuple[str, list[str]]:
+  """A task TSV's header line and its rows as lines (newlines kept; blank lines dropped)."""
+  with open(os.path.join(task_dir, name), encoding="utf-8") as f:
+    header, *rows = [line for line in f if line.strip()]
+  return header, rows
+
+
 LABELLED_SAMPLE_SEED = 0
 
 
@@ -171,8 +178,7 @@ def labelled_task_dir(args) -> str:
   fixed random sample of N rows (numpy seed 0, in the file's order); dev.tsv and test.tsv whole."""
   if not args.train_rows:
     return args.task_dir
-  with open(os.path.join(args.task_dir, "train.tsv"), encoding="utf-8") as f:
-    header, *rows = [line for line in f if line.strip()]
+  header, rows = _tsv(args.task_dir, "train.tsv")
   if args.train_rows > len(rows):
     raise SystemExit(f"error: --train_rows={args.train_rows}: {args.task_dir}/train.tsv has only "
                      f"{len(rows)} rows; pass at most that, or 0 for all")
@@ -300,9 +306,7 @@ def _curves(summary: dict) -> list[list[dict]]:
 def majority_accuracy(task_dir: str) -> tuple[str, float]:
   """The train set's most frequent label and its share of test.tsv."""
   def labels(name):
-    with open(os.path.join(task_dir, name), encoding="utf-8") as f:
-      next(f)
-      return [line.split("\t", 1)[0] for line in f if line.strip()]
+    return [line.split("\t", 1)[0] for line in _tsv(task_dir, name)[1]]
   label = collections.Counter(labels("train.tsv")).most_common(1)[0][0]
   test = labels("test.tsv")
   return label, sum(t == label for t in test) / len(test)
@@ -407,8 +411,7 @@ def report(result: dict) -> None:
 
 
 def _rows(task_dir: str, name: str) -> int:
-  with open(os.path.join(task_dir, name), encoding="utf-8") as f:
-    return sum(1 for line in f if line.strip()) - 1
+  return len(_tsv(task_dir, name)[1])
 
 
 def main(argv=None) -> int:
