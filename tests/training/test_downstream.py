@@ -121,3 +121,15 @@ def test_train_rows_beyond_the_file_is_one_line(tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       f"error: --train_rows=641: {TASK}/train.tsv has only 640 rows; pass at most that, or 0 "
       "for all")
+
+
+@pytest.mark.parametrize("rows", [-1, 1])
+def test_train_rows_below_two_is_one_line(tmp_path, rows):
+  from bert_jax.data import SAMPLE_CORPUS
+  proc = subprocess.run(
+      [sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", f"--task_dir={TASK}",
+       f"--train_rows={rows}", f"--work_dir={tmp_path}"],
+      capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: --train_rows={rows}: 0 (all rows) or at least 2")
