@@ -3,6 +3,7 @@ r"""Do we train like HF PyTorch BERT? Same initial weights, same data, same opti
   python benchmarks/convergence.py [--steps=400] [--corpus=FILE]
   python benchmarks/convergence.py --objective=none --masked_lm_prob=0.3 --hf_collator
   python benchmarks/convergence.py --objective=none --masking_strategy=whole_word --hf_collator
+  (--json: also the whole result as one JSON line last, as tests/training/test_convergence_hf.py reads it)
 
 1. Builds a WordPiece vocab and a `bert_pretraining` dataset (--objective nsp: sentence pairs;
    none: `[CLS] full sentences [SEP]` rows) from --corpus (default: the bundled sample,
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -89,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--tolerance", type=float, default=0.02)
   p.add_argument("--torch_threads", type=int, default=0,
                  help="torch.set_num_threads for HF's side (0: torch's default)")
+  p.add_argument("--json", action="store_true",
+                 help="also print the result as one JSON line last: the settings, per-step "
+                 "losses, windows, final windows, differences, masking statistics")
   return p
 
 
@@ -474,9 +479,30 @@ def report(r: dict) -> None:
   print(f"wall time: ours {r['seconds'][0]:.1f}s, {peer} {r['seconds'][1]:.1f}s")
 
 
+def to_json(r: dict) -> str:
+  """compare()'s result as one JSON line (arrays as lists, the settings as a dict)."""
+  import numpy as np
+  def plain(x):
+    if isinstance(x, argparse.Namespace):
+      return plain(vars(x))
+    if isinstance(x, dict):
+      return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+      return [plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+      return x.tolist()
+    if isinstance(x, np.generic):
+      return x.item()
+    return x
+  return json.dumps(plain(r))
+
+
 def main():
-  r = compare(parser().parse_args())
+  args = parser().parse_args()
+  r = compare(args)
   report(r)
+  if args.json:
+    print(to_json(r))
   sys.exit(0 if r["ok"] else 1)
 
 
