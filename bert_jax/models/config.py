@@ -32,6 +32,18 @@ _TF1_FIELDS = (
 _RUNTIME_FIELDS = ("dtype", "scan_layers", "remat_policy", "attention_impl")
 
 
+def _check_sizes(config, extra: tuple[str, ...], bad) -> None:
+  """Both families' shape fields (and `extra`) are positive integers; heads divide the width."""
+  for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "intermediate_size", "max_position_embeddings") + extra:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      bad(f"{name} must be a positive integer, got {value!r}")
+  if config.hidden_size % config.num_attention_heads:
+    bad(f"hidden_size {config.hidden_size} is not divisible by num_attention_heads "
+        f"{config.num_attention_heads}")
+
+
 def _check_execution(config, bad) -> None:
   """The execution fields both families have (dtype, remat_policy, attention_impl)."""
   if config.dtype not in DTYPES:
@@ -71,14 +83,7 @@ class BertConfig:
   def __post_init__(self):
     def bad(msg):
       raise ValueError(f"BertConfig: {msg}")
-    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                 "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        bad(f"{name} must be a positive integer, got {value!r}")
-    if self.hidden_size % self.num_attention_heads:
-      bad(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-          f"{self.num_attention_heads}")
+    _check_sizes(self, ("type_vocab_size",), bad)
     if self.hidden_act not in ACTIVATIONS:
       bad(f"hidden_act {self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}")
     _check_execution(self, bad)
@@ -184,15 +189,7 @@ class ModernBertConfig:
   def __post_init__(self):
     def bad(msg):
       raise ValueError(f"ModernBertConfig: {msg}")
-    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                 "intermediate_size", "max_position_embeddings", "global_attn_every_n_layers",
-                 "local_attention"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        bad(f"{name} must be a positive integer, got {value!r}")
-    if self.hidden_size % self.num_attention_heads:
-      bad(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-          f"{self.num_attention_heads}")
+    _check_sizes(self, ("global_attn_every_n_layers", "local_attention"), bad)
     if self.head_dim % 2:
       bad(f"head size {self.head_dim} must be even for RoPE")
     if self.local_attention % 2:

@@ -300,16 +300,22 @@ def _classifier(config: ModernBertConfig, num_labels: int, rngs: nnx.Rngs) -> De
                dtype=_dtype(config))
 
 
+def _build_classifier_model(module, config: ModernBertConfig, num_outputs: int,
+                            rngs: nnx.Rngs) -> None:
+  """The three classifier models' parameters, named as HF's: model, head, classifier [H, C]."""
+  module.config = config
+  module.model = ModernBertModel(config, rngs=rngs)
+  module.head = ModernBertPredictionHead(config, rngs=rngs)
+  module.classifier = _classifier(config, num_outputs, rngs)
+
+
 class ModernBertForSequenceClassification(nnx.Module):
   """Pool (config.classifier_pooling: cls | mean) -> head -> dropout -> classifier [H, C]
   (with bias). num_labels=1 is regression."""
 
   def __init__(self, config: ModernBertConfig, *, num_labels: int = 2, rngs: nnx.Rngs):
-    self.config = config
     self.num_labels = num_labels
-    self.model = ModernBertModel(config, rngs=rngs)
-    self.head = ModernBertPredictionHead(config, rngs=rngs)
-    self.classifier = _classifier(config, num_labels, rngs)
+    _build_classifier_model(self, config, num_labels, rngs)
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                deterministic: bool = True, dropout_rng: jax.Array | None = None,
@@ -338,11 +344,8 @@ class ModernBertForTokenClassification(nnx.Module):
   """Every token -> head -> dropout -> classifier [H, C]."""
 
   def __init__(self, config: ModernBertConfig, *, num_labels: int = 2, rngs: nnx.Rngs):
-    self.config = config
     self.num_labels = num_labels
-    self.model = ModernBertModel(config, rngs=rngs)
-    self.head = ModernBertPredictionHead(config, rngs=rngs)
-    self.classifier = _classifier(config, num_labels, rngs)
+    _build_classifier_model(self, config, num_labels, rngs)
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                deterministic: bool = True, dropout_rng: jax.Array | None = None,
@@ -356,10 +359,7 @@ class ModernBertForQuestionAnswering(nnx.Module):
   """Every token -> head -> dropout -> classifier [H, 2] -> start / end logits."""
 
   def __init__(self, config: ModernBertConfig, *, rngs: nnx.Rngs):
-    self.config = config
-    self.model = ModernBertModel(config, rngs=rngs)
-    self.head = ModernBertPredictionHead(config, rngs=rngs)
-    self.classifier = _classifier(config, 2, rngs)
+    _build_classifier_model(self, config, 2, rngs)
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                deterministic: bool = True, dropout_rng: jax.Array | None = None,
