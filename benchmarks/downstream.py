@@ -2,6 +2,7 @@ r"""Downstream gains: does pretraining pay on a real task? Pretrained vs from-sc
 
   python benchmarks/downstream.py --corpus=FILE --task_dir=DIR [--seeds=0,1,2] [--json]
   python benchmarks/downstream.py --corpus=FILE --task_dir=DIR --train_rows=1000   # few labels
+  python benchmarks/downstream.py --corpus=FILE --task_dir=DIR --ft_lr=3e-4,1e-3   # lr per arm
   python benchmarks/downstream.py --corpus=FILE --task_dir=DIR --quick --json   # the test's size
 
 DIR is the Debian package sections task (`configs/finetune/suites/debian.py`: train.tsv,
@@ -24,15 +25,19 @@ slice ships as tests/fixtures/debian-sections-slice). On this CPU, one stage aft
    accuracy every --eval_every steps; each run's best-on-dev model scores test.tsv
    (results.json `best_test`). With --train_rows=N both arms fine-tune on the same fixed random
    sample of N labelled train rows (the regime of few labels and much unlabelled text, which
-   --task_text still pretrains on in full); dev and test stay whole.
+   --task_text still pretrains on in full); dev and test stay whole. With several --ft_lr
+   (comma-separated), each arm is fine-tuned at every one and reports the one with the best
+   mean dev accuracy over the seeds (as BERT chose its fine-tuning rate on dev): the arms'
+   rates may differ, and test never chooses.
 
 Reports per arm the test accuracy of every seed, its mean ± sample std and range, the dev
-accuracy, and the gap (pretrained - scratch, in mean test accuracy, with the two spreads); the
-majority-class baseline (the train set's most frequent label, on test). Writes
---out_dir/downstream.json and downstream.png (dev accuracy against fine-tuning step, mean and
-range over the seeds, both arms; test accuracy per seed); with --json the last line of stdout is
-the JSON object (pretrained_test_accuracy, scratch_test_accuracy, their _std and per-seed lists,
-gap, majority_test_accuracy, pretraining, settings).
+accuracy, and the gap (pretrained - scratch, in mean test accuracy, with the two spreads), with
+a table of every rate when there are several; the majority-class baseline (the train set's most
+frequent label, on test). Writes --out_dir/downstream.json and downstream.png (dev accuracy
+against fine-tuning step, mean and range over the seeds, both arms; test accuracy per seed);
+with --json the last line of stdout is the JSON object (pretrained_test_accuracy,
+scratch_test_accuracy, their _std and per-seed lists, gap, majority_test_accuracy, pretraining,
+settings; each arm's chosen ft_lr and its sweep under arms).
 """
 
 from __future__ import annotations
@@ -86,7 +91,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--lr", type=float, default=None, help="pretraining peak learning rate")
   p.add_argument("--masked_lm_prob", type=float, default=0.15)
   p.add_argument("--max_predictions_per_seq", type=int, default=20)
-  p.add_argument("--ft_lr", type=float, default=None, help="fine-tuning peak learning rate")
+  p.add_argument("--ft_lr", default=None,
+                 help="fine-tuning peak learning rate; several, comma-separated: each arm runs "
+                      "every one and keeps the best on dev (default 1e-4)")
   p.add_argument("--ft_epochs", type=float, default=None)
   p.add_argument("--ft_batch_size", type=int, default=None)
   p.add_argument("--max_seq_length", type=int, default=None, help="fine-tuning tokens per row")
@@ -122,6 +129,13 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     raise SystemExit(f"error: --seeds={args.seeds}: integers, e.g. --seeds=0,1,2") from None
   if not args.seeds:
     raise SystemExit("error: --seeds: at least one seed")
+  try:
+    args.ft_lrs = sorted({float(x) for x in str(args.ft_lr).split(",") if x.strip()})
+  except ValueError:
+    args.ft_lrs = []
+  if not args.ft_lrs or min(args.ft_lrs) <= 0:
+    raise SystemExit(f"error: --ft_lr={args.ft_lr}: positive numbers, comma-separated, e.g. "
+                     "--ft_lr=3e-4,1e-3")
   args.arms = [a for a in args.arms.split(",") if a]
   if not args.arms or not set(args.arms) <= set(ARMS):
     raise SystemExit(f"error: --arms={','.join(args.arms)}: pretrained and/or scratch")
@@ -273,14 +287,15 @@ def pretrain(args, data: dict) -> dict:
 # --------------------------------------------------------------------------- fine-tuning
 
 
-def finetune(args, arm: str, vocab: str, export: str, root: str) -> dict:
-  """One arm: `bert_jax.finetune_suite --suite=debian` over --seeds; returns its suite.json."""
+def finetune(args, arm: str, lr: float, vocab: str, export: str, root: str) -> dict:
+  """One arm at one peak learning rate: `bert_jax.finetune_suite --suite=debian` over --seeds;
+  returns its suite.json."""
   workdir = os.path.join(root, arm)
   os.makedirs(workdir, exist_ok=True)
   sets = {"model.preset": args.preset, "model.hidden_dropout_prob": 0.1,
           "model.attention_probs_dropout_prob": 0.1, "data.max_seq_length": args.max_seq_length,
           "data.vocab": vocab, "train.num_epochs": args.ft_epochs,
-          "train.batch_size": args.ft_batch_size, "optimizer.learning_rate": args.ft_lr,
+          "train.batch_size": args.ft_batch_size, "optimizer.learning_rate": lr,
           "eval.every_steps": args.eval_every, "train.log_every_steps": args.eval_every}
   cmd = [sys.executable, "-m", "bert_jax.finetune_suite", "--suite=debian",
          f"--data_dir={args.labelled_dir}", f"--workdir={workdir}",
@@ -312,18 +327,27 @@ def majority_accuracy(task_dir: str) -> tuple[str, float]:
   return label, sum(t == label for t in test) / len(test)
 
 
-def arm_result(summary: dict) -> dict:
+def arm_result(summary: dict, lr: float) -> dict:
   t = summary["tasks"]["debian"]
   if not t.get("test"):
     raise SystemExit(f"error: {summary['workdir']}/suite.json has no test scores: is test.tsv "
                      "labelled?")
   test = t["test"]["scores"]
-  return {"test_accuracy": t["test"]["mean"], "test_accuracy_std": t["test"]["std"],
+  return {"ft_lr": lr, "test_accuracy": t["test"]["mean"], "test_accuracy_std": t["test"]["std"],
           "test_accuracies": test, "test_min": min(test), "test_max": max(test),
           "dev_accuracy": t["eval"]["accuracy"]["mean"],
           "dev_accuracy_std": t["eval"]["accuracy"]["std"], "seeds": t["seeds"],
           "fine_tune_seconds": summary.get("seconds"), "workdir": summary["workdir"],
           "curves": _curves(summary)}
+
+
+def best_on_dev(by_lr: dict[float, dict]) -> dict:
+  """The arm's result at the rate with the highest mean dev accuracy (ties: the lower rate),
+  with `sweep`: every rate's dev and test means, in rate order."""
+  lr = max(sorted(by_lr), key=lambda k: by_lr[k]["dev_accuracy"])  # max keeps the first of ties
+  sweep = [{"ft_lr": k, "dev_accuracy": r["dev_accuracy"], "test_accuracy": r["test_accuracy"],
+            "test_accuracy_std": r["test_accuracy_std"]} for k, r in sorted(by_lr.items())]
+  return {**by_lr[lr], "sweep": sweep}
 
 
 # --------------------------------------------------------------------------- report
@@ -343,6 +367,7 @@ def plot(path: str, result: dict) -> str | None:
                                gridspec_kw={"width_ratios": [2.2, 1]})
   names = {"pretrained": f"pretrained ({result['pretraining']['steps']} steps)",
            "scratch": "from random init"}
+  names = {a: f"{n}, lr {arms[a]['ft_lr']:g}" for a, n in names.items() if a in arms}
   colours = {"pretrained": "tab:blue", "scratch": "tab:orange"}
   for arm, r in arms.items():
     steps = [e["step"] for e in r["curves"][0]]
@@ -356,8 +381,10 @@ def plot(path: str, result: dict) -> str | None:
   ax.set_ylabel("dev accuracy (mean, range over seeds)")
   rows = (f", {s['train_rows']} of {s['all_train_rows']} labelled rows"
           if s["train_rows"] != s["all_train_rows"] else "")
-  ax.set_title(f"Debian sections (12 classes{rows}), BERT-{s['preset']}, lr {s['ft_lr']:g}, batch "
-               f"{s['ft_batch_size']}", fontsize=9)
+  lrs = ("" if len(s["ft_lrs"]) == 1 else
+         f", lr chosen on dev from {', '.join(f'{x:g}' for x in s['ft_lrs'])}")
+  ax.set_title(f"Debian sections (12 classes{rows}), BERT-{s['preset']}, batch "
+               f"{s['ft_batch_size']}{lrs}", fontsize=9)
   ax.set_ylim(0, 1)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="lower right")
@@ -388,17 +415,26 @@ def report(result: dict) -> None:
         f"accuracy {'-' if mlm is None else f'{mlm:.4f}'} (unigram baseline "
         f"{'-' if p['unigram_accuracy'] is None else format(p['unigram_accuracy'], '.4f')})"
         + (f", {p['seconds']:.0f} s" if p["seconds"] else ", cached"))
+  lrs = (f"{s['ft_lrs'][0]:g}" if len(s["ft_lrs"]) == 1 else
+         f"{{{', '.join(f'{x:g}' for x in s['ft_lrs'])}}} (each arm's best mean dev)")
   sample = (f" (a fixed random sample of the {s['all_train_rows']})"
             if s["train_rows"] != s["all_train_rows"] else "")
   print(f"fine-tuning: Debian sections, {s['train_rows']} train{sample} / {s['dev_rows']} dev / "
         f"{s['test_rows']} test rows, {s['ft_epochs']:g} epochs at batch {s['ft_batch_size']} "
-        f"x {s['max_seq_length']}, AdamW lr {s['ft_lr']:g}, dropout 0.1, seeds "
+        f"x {s['max_seq_length']}, AdamW lr {lrs}, dropout 0.1, seeds "
         f"{','.join(map(str, s['seeds']))}; test = each seed's best-on-dev model")
-  print(f"{'':12s}{'test acc mean ± std':>22s}{'min':>8s}{'max':>8s}{'dev acc':>9s}"
+  if len(s["ft_lrs"]) > 1:
+    print(f"{'':12s}{'lr':>8s}{'dev acc':>9s}{'test acc mean ± std':>22s}")
+    for arm, r in result["arms"].items():
+      for row in r["sweep"]:
+        mark = "  <- best on dev" if row["ft_lr"] == r["ft_lr"] else ""
+        print(f"{arm:12s}{row['ft_lr']:>8g}{row['dev_accuracy']:>9.4f}"
+              f"{row['test_accuracy']:>13.4f} ± {row['test_accuracy_std']:.4f}{mark}")
+  print(f"{'':12s}{'lr':>8s}{'test acc mean ± std':>22s}{'min':>8s}{'max':>8s}{'dev acc':>9s}"
         f"{'seconds':>9s}  per seed")
   for arm, r in result["arms"].items():
     secs = r["fine_tune_seconds"]
-    print(f"{arm:12s}{r['test_accuracy']:>13.4f} ± {r['test_accuracy_std']:.4f}"
+    print(f"{arm:12s}{r['ft_lr']:>8g}{r['test_accuracy']:>13.4f} ± {r['test_accuracy_std']:.4f}"
           f"{r['test_min']:>8.4f}{r['test_max']:>8.4f}{r['dev_accuracy']:>9.4f}"
           f"{'-' if secs is None else f'{secs:.0f}':>9s}  "
           + " ".join(f"{a:.4f}" for a in r["test_accuracies"]))
@@ -423,16 +459,18 @@ def main(argv=None) -> int:
   with contextlib.redirect_stdout(sys.stderr):  # TFDS prints its progress to stdout
     data = tta.prepare_data(args, hf_export=False)
     pre = pretrain(args, data)
-  ft_settings = {k: getattr(args, k) for k in ("preset", "ft_lr", "ft_epochs", "ft_batch_size",
+  ft_settings = {k: getattr(args, k) for k in ("preset", "ft_epochs", "ft_batch_size",
                                                "max_seq_length", "eval_every")}
-  root = os.path.join(args.work_dir, "finetune",
-                      _tag({"pretrain": pre["workdir"], "task": args.labelled_dir, **ft_settings}))
   arms = {}
   for arm in args.arms:
-    summary = finetune(args, arm, data["vocab"], pre["export"], root)
-    arms[arm] = arm_result(summary)
-    tta.log(f"[{arm}] test accuracy {arms[arm]['test_accuracy']:.4f} ± "
-            f"{arms[arm]['test_accuracy_std']:.4f}")
+    by_lr = {}
+    for lr in args.ft_lrs:
+      root = os.path.join(args.work_dir, "finetune", _tag(
+          {"pretrain": pre["workdir"], "task": args.labelled_dir, **ft_settings, "ft_lr": lr}))
+      by_lr[lr] = arm_result(finetune(args, arm, lr, data["vocab"], pre["export"], root), lr)
+      tta.log(f"[{arm}, lr {lr:g}] dev accuracy {by_lr[lr]['dev_accuracy']:.4f}, test "
+              f"accuracy {by_lr[lr]['test_accuracy']:.4f} ± {by_lr[lr]['test_accuracy_std']:.4f}")
+    arms[arm] = best_on_dev(by_lr)
   label, majority = majority_accuracy(args.labelled_dir)
   both = "pretrained" in arms and "scratch" in arms
   result = {
@@ -448,7 +486,8 @@ def main(argv=None) -> int:
                             if both else None),
       "majority_label": label, "majority_test_accuracy": majority,
       "pretraining": pre, "arms": arms,
-      "settings": {**ft_settings, "seeds": args.seeds, "batch_size": args.batch_size,
+      "settings": {**ft_settings, "ft_lrs": args.ft_lrs, "seeds": args.seeds,
+                   "batch_size": args.batch_size,
                    "seq_len": args.seq_len, "vocab_size": data["vocab_size"],
                    "corpus": os.path.abspath(given_corpus), "task_text": args.task_text,
                    "pretraining_corpus": args.corpus, "task_dir": args.task_dir,

@@ -35,7 +35,7 @@ def test_quick_json_end_to_end(tmp_path):
   out_dir = tmp_path / "out"
   proc = subprocess.run(
       [sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", f"--task_dir={TASK}", "--quick",
-       "--json", "--train_rows=320", f"--work_dir={tmp_path / 'work'}", f"--out_dir={out_dir}"],
+       "--json", "--train_rows=320", "--ft_lr=2e-3,1e-3", f"--work_dir={tmp_path / 'work'}", f"--out_dir={out_dir}"],
       capture_output=True, text=True, timeout=900, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-4000:]
   print(proc.stdout)
@@ -54,9 +54,17 @@ def test_quick_json_end_to_end(tmp_path):
   assert positions != list(range(320))  # a random sample, not the head of the file
   assert _rows(labelled / "test.tsv") == test_rows
   assert _rows(labelled / "dev.tsv") == _rows(TASK / "dev.tsv")
+  assert result["settings"]["ft_lrs"] == [1e-3, 2e-3]
   for arm in ("pretrained", "scratch"):
     r = result["arms"][arm]
     assert r["seeds"] == seeds
+    # Each arm ran both rates and reports the one with the best mean dev accuracy (ties: the
+    # lower), whose run directory and config the checks below then read.
+    sweep = r["sweep"]
+    assert [row["ft_lr"] for row in sweep] == [1e-3, 2e-3]
+    best = max(sweep, key=lambda row: row["dev_accuracy"])
+    assert r["ft_lr"] == best["ft_lr"] and r["dev_accuracy"] == best["dev_accuracy"]
+    assert r["test_accuracy"] == best["test_accuracy"]
     accs = result[f"{arm}_test_accuracies"]
     assert accs == r["test_accuracies"] and len(accs) == len(seeds)
     assert result[f"{arm}_test_accuracy"] == pytest.approx(statistics.mean(accs), abs=1e-12)
@@ -69,6 +77,7 @@ def test_quick_json_end_to_end(tmp_path):
       assert acc == pytest.approx(sum(p[1] == p[2] for p in preds) / len(preds), abs=1e-12)
       config = json.loads((run / "config.json").read_text())
       assert config["train"]["seed"] == seed and config["model"]["preset"] == "tiny"
+      assert config["optimizer"]["learning_rate"] == r["ft_lr"]
       assert config["model"]["hidden_dropout_prob"] == 0.1
       assert config["data"]["train_file"] == str(labelled / "train.tsv")
       if arm == "pretrained":
@@ -121,6 +130,18 @@ def test_train_rows_beyond_the_file_is_one_line(tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       f"error: --train_rows=641: {TASK}/train.tsv has only 640 rows; pass at most that, or 0 "
       "for all")
+
+
+@pytest.mark.parametrize("lr", ["0", "1e-3,x"])
+def test_bad_ft_lr_is_one_line(tmp_path, lr):
+  from bert_jax.data import SAMPLE_CORPUS
+  proc = subprocess.run(
+      [sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", f"--task_dir={TASK}",
+       f"--ft_lr={lr}", f"--work_dir={tmp_path}"],
+      capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: --ft_lr={lr}: positive numbers, comma-separated, e.g. --ft_lr=3e-4,1e-3")
 
 
 @pytest.mark.parametrize("rows", [-1, 1])
