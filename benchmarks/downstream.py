@@ -303,6 +303,14 @@ def finetune(args, arm: str, lr: float, vocab: str, export: str, root: str) -> d
          f"--seeds={','.join(map(str, args.seeds))}", "--json"]
   cmd += [f"--set={k}={v}" for k, v in sets.items()]
   seconds = _run(cmd, os.path.join(workdir, "suite.log"), args.max_wall_s)
+  # The seconds of every command on this workdir, summed: a rerun skips finished runs (a few
+  # seconds) and resumes unfinished ones, so the total is what fine-tuning this arm cost.
+  total_path = os.path.join(workdir, "seconds.json")
+  if os.path.exists(total_path):
+    seconds += json.load(open(total_path))["seconds"]
+  with open(total_path + ".tmp", "w") as f:
+    json.dump({"seconds": seconds}, f)
+  os.replace(total_path + ".tmp", total_path)
   summary = json.load(open(os.path.join(workdir, "suite.json")))
   summary["seconds"] = seconds
   return summary
