@@ -390,7 +390,7 @@ def plot(path: str, result: dict) -> str | None:
   rows = (f", {s['train_rows']} of {s['all_train_rows']} labelled rows"
           if s["train_rows"] != s["all_train_rows"] else "")
   lrs = ("" if len(s["ft_lrs"]) == 1 else
-         f", lr chosen on dev from {', '.join(f'{x:g}' for x in s['ft_lrs'])}")
+         f"\nlr per arm: the best mean dev of {', '.join(f'{x:g}' for x in s['ft_lrs'])}")
   ax.set_title(f"Debian sections (12 classes{rows}), BERT-{s['preset']}, batch "
                f"{s['ft_batch_size']}{lrs}", fontsize=9)
   ax.set_ylim(0, 1)
