@@ -451,7 +451,9 @@ def report(result: dict) -> None:
   if result["gap"] is not None:
     print(f"gap (pretrained - scratch, mean test accuracy): {result['gap']:+.4f}; worst "
           f"pretrained seed - best scratch seed: {result['gap_worst_vs_best']:+.4f}")
-  print(f"plot: {result['plot'] or 'not written (matplotlib is not installed: pip install -e .[hf])'}")
+  why = ("it compares the two arms: run both" if len(result["arms"]) < 2 else
+         "matplotlib is not installed: pip install -e .[hf]")
+  print(f"plot: {result['plot'] or f'not written ({why})'}")
 
 
 def _rows(task_dir: str, name: str) -> int:
