@@ -60,8 +60,8 @@ import time_to_accuracy as tta  # benchmarks/time_to_accuracy.py: prepare_data, 
 QUICK = dict(preset="tiny", seq_len=64, batch_size=16, vocab_size=2000, pretrain_steps=60,
              warmup=10, lr=2e-3, max_lines=1500, ft_epochs=1.0, ft_batch_size=16, ft_lr=1e-3,
              max_seq_length=32, eval_every=10, seeds="0,1")
-DEFAULTS = dict(preset="mini", seq_len=128, batch_size=16, vocab_size=8000, pretrain_steps=2000,
-                warmup=100, lr=1e-3, max_lines=0, ft_epochs=3.0, ft_batch_size=32, ft_lr=1e-4,
+DEFAULTS = dict(preset="mini", seq_len=128, batch_size=16, vocab_size=8000, pretrain_steps=8000,
+                warmup=100, lr=1e-3, max_lines=0, ft_epochs=3.0, ft_batch_size=32, ft_lr="1e-4,1e-3",
                 max_seq_length=48, eval_every=200, seeds="0,1,2")
 ARMS = ("pretrained", "scratch")
 
@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--max_predictions_per_seq", type=int, default=20)
   p.add_argument("--ft_lr", default=None,
                  help="fine-tuning peak learning rate; several, comma-separated: each arm runs "
-                      "every one and keeps the best on dev (default 1e-4)")
+                      "every one and keeps the best on dev (default 1e-4,1e-3)")
   p.add_argument("--ft_epochs", type=float, default=None)
   p.add_argument("--ft_batch_size", type=int, default=None)
   p.add_argument("--max_seq_length", type=int, default=None, help="fine-tuning tokens per row")
