@@ -3,7 +3,8 @@ r"""Do we train like HF PyTorch BERT? Same initial weights, same data, same opti
   python benchmarks/convergence.py [--steps=400] [--corpus=FILE]
   python benchmarks/convergence.py --objective=none --masked_lm_prob=0.3 --hf_collator
   python benchmarks/convergence.py --objective=none --masking_strategy=whole_word --hf_collator
-  (--json: also the whole result as one JSON line last, as tests/training/test_convergence_hf.py reads it)
+  (--json: also the whole result as one JSON line last, as
+  tests/training/test_convergence_hf.py reads it)
 
 1. Builds a WordPiece vocab and a `bert_pretraining` dataset (--objective nsp: sentence pairs;
    none: `[CLS] full sentences [SEP]` rows) from --corpus (default: the bundled sample,

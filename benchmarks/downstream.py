@@ -55,14 +55,15 @@ import tempfile
 import time
 
 import repo_configs  # benchmarks/repo_configs.py
+from bert_jax.paths import atomic_write
 import time_to_accuracy as tta  # benchmarks/time_to_accuracy.py: prepare_data, _sha, log
 
 QUICK = dict(preset="tiny", seq_len=64, batch_size=16, vocab_size=2000, pretrain_steps=60,
              warmup=10, lr=2e-3, max_lines=1500, ft_epochs=1.0, ft_batch_size=16, ft_lr=1e-3,
              max_seq_length=32, eval_every=10, seeds="0,1")
 DEFAULTS = dict(preset="mini", seq_len=128, batch_size=16, vocab_size=8000, pretrain_steps=8000,
-                warmup=100, lr=1e-3, max_lines=0, ft_epochs=3.0, ft_batch_size=32, ft_lr="1e-4,1e-3",
-                max_seq_length=48, eval_every=200, seeds="0,1,2")
+                warmup=100, lr=1e-3, max_lines=0, ft_epochs=3.0, ft_batch_size=32,
+                ft_lr="1e-4,1e-3", max_seq_length=48, eval_every=200, seeds="0,1,2")
 ARMS = ("pretrained", "scratch")
 
 
@@ -170,10 +171,7 @@ def pretraining_corpus(args) -> str:
   path = os.path.join(args.work_dir, "corpus_" + hashlib.sha1(text.encode()).hexdigest()[:12]
                       + ".txt")
   if not os.path.exists(path):
-    tmp = path + f".tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
   return path
 
 
@@ -308,9 +306,7 @@ def finetune(args, arm: str, lr: float, vocab: str, export: str, root: str) -> d
   total_path = os.path.join(workdir, "seconds.json")
   if os.path.exists(total_path):
     seconds += json.load(open(total_path))["seconds"]
-  with open(total_path + ".tmp", "w") as f:
-    json.dump({"seconds": seconds}, f)
-  os.replace(total_path + ".tmp", total_path)
+  atomic_write(total_path, json.dumps({"seconds": seconds}))
   summary = json.load(open(os.path.join(workdir, "suite.json")))
   summary["seconds"] = seconds
   return summary

@@ -109,48 +109,34 @@ def test_quick_json_end_to_end(tmp_path):
   assert (out_dir / "downstream.json").exists()
 
 
-def test_bad_task_dir_is_one_line(tmp_path):
+def _error_line(*flags) -> str:
+  """downstream.py with these flags on the bundled sample: exits 1; its last stderr line."""
   from bert_jax.data import SAMPLE_CORPUS
-  proc = subprocess.run(
-      [sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", f"--task_dir={tmp_path}"],
-      capture_output=True, text=True, timeout=120, cwd=REPO)
+  proc = subprocess.run([sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", *flags],
+                        capture_output=True, text=True, timeout=120, cwd=REPO)
   assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1] == (
+  return proc.stderr.strip().splitlines()[-1]
+
+
+def test_bad_task_dir_is_one_line(tmp_path):
+  assert _error_line(f"--task_dir={tmp_path}") == (
       f"error: --task_dir={tmp_path}: no train.tsv, dev.tsv, test.tsv there; pass the Debian "
       "sections task's directory (train.tsv, dev.tsv, test.tsv)")
 
 
 def test_train_rows_beyond_the_file_is_one_line(tmp_path):
-  from bert_jax.data import SAMPLE_CORPUS
-  proc = subprocess.run(
-      [sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", f"--task_dir={TASK}",
-       "--train_rows=641", f"--work_dir={tmp_path}"],
-      capture_output=True, text=True, timeout=120, cwd=REPO)
-  assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1] == (
+  assert _error_line(f"--task_dir={TASK}", "--train_rows=641", f"--work_dir={tmp_path}") == (
       f"error: --train_rows=641: {TASK}/train.tsv has only 640 rows; pass at most that, or 0 "
       "for all")
 
 
 @pytest.mark.parametrize("lr", ["0", "1e-3,x"])
 def test_bad_ft_lr_is_one_line(tmp_path, lr):
-  from bert_jax.data import SAMPLE_CORPUS
-  proc = subprocess.run(
-      [sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", f"--task_dir={TASK}",
-       f"--ft_lr={lr}", f"--work_dir={tmp_path}"],
-      capture_output=True, text=True, timeout=120, cwd=REPO)
-  assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1] == (
+  assert _error_line(f"--task_dir={TASK}", f"--ft_lr={lr}", f"--work_dir={tmp_path}") == (
       f"error: --ft_lr={lr}: positive numbers, comma-separated, e.g. --ft_lr=3e-4,1e-3")
 
 
 @pytest.mark.parametrize("rows", [-1, 1])
 def test_train_rows_below_two_is_one_line(tmp_path, rows):
-  from bert_jax.data import SAMPLE_CORPUS
-  proc = subprocess.run(
-      [sys.executable, str(SCRIPT), f"--corpus={SAMPLE_CORPUS}", f"--task_dir={TASK}",
-       f"--train_rows={rows}", f"--work_dir={tmp_path}"],
-      capture_output=True, text=True, timeout=120, cwd=REPO)
-  assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1] == (
+  assert _error_line(f"--task_dir={TASK}", f"--train_rows={rows}", f"--work_dir={tmp_path}") == (
       f"error: --train_rows={rows}: 0 (all rows) or at least 2")
