@@ -89,6 +89,32 @@ def _keep_orbax_debris_off_stderr() -> None:
     asyncio_log.addFilter(_AsyncioDebrisFilter())
 
 
+def _align_orbax_operation_ids() -> None:
+  """Brings every process's Orbax operation id up to the highest (a collective: call it where
+  all processes save or restore together).
+
+  Orbax numbers each checkpoint operation with a counter kept per process and keys the signals
+  of a multi-process save by that number in the job's key-value store (who waits for whose
+  directory creation). A save made by one process alone -- fine-tuning's best model, written
+  by the lead with `save_pretrained(format="orbax")` -- advances only that process's counter,
+  so at the next collective save the processes disagreed on the number: the others found no
+  directory-creation signal to wait for, wrote the `data` item before the primary had created
+  its directory (the primary's creation then failed, FileExistsError), and waited for signals
+  keyed by a number the primary never used (a hang). Orbax's own multi-process test runner
+  realigns the counters the same way.
+  """
+  if jax.process_count() == 1:
+    return
+  import numpy as np
+  from jax.experimental import multihost_utils
+  from orbax.checkpoint._src.futures import synchronization
+  ids = synchronization.OperationIdGenerator
+  highest = int(np.max(multihost_utils.process_allgather(
+      np.int64(ids.get_current_operation_id()))))
+  while int(ids.get_current_operation_id()) < highest:
+    ids.next_operation_id()
+
+
 class DataIteratorHandler(ocp.CheckpointHandler):
   """Saves/restores an input iterator exposing save(directory) / restore(directory)."""
 
@@ -252,6 +278,7 @@ class Checkpointer:
     failed in the background (e.g. the disk filled up).
     """
     self.wait()
+    _align_orbax_operation_ids()
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=DataIteratorArgs(data_iterator)), force=True)
@@ -276,6 +303,7 @@ class Checkpointer:
 
     Returns (state, step), or (None, None) when there is no checkpoint.
     """
+    _align_orbax_operation_ids()
     for step in reversed(self.all_steps()):
       path = self.directory / str(step)
       try:
