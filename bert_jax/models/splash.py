@@ -10,6 +10,12 @@ attention-probability dropout, and needs L to be a multiple of its blocks (multi
 divide L; we take the largest of 512, 256, 128). Called inside `shard_map` (`attention.py`), so
 `head_shards = q_seq_shards = 1` and the mask covers this shard's n heads.
 
+The backward pass is the kernel's fused one (`use_fused_bwd_kernel`, as MaxText's tuned TPU
+recipes run splash): one `dkv` kernel recomputes S and computes dV, dP, dK and each kv block's
+partial dQ (5 matrix products per tile, 2.5x the forward's 2), and XLA sums the partials
+([L / block, n, L, D]). The unfused backward runs a separate `dq` kernel that recomputes S and
+dP again (7 products, 3.5x).
+
 `interpret=True` runs the same kernel in Pallas's interpreter (on CPU, for tests).
 """
 
@@ -39,7 +45,7 @@ def _kernel(heads: int, seq_len: int, window: int | None, block: int, interpret:
     head_mask = sa.LocalMask(shape=(seq_len, seq_len), window_size=(window, window), offset=0)
   sizes = sa.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                         block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
-                        block_q_dq=block, block_kv_dq=block)
+                        use_fused_bwd_kernel=True)
   # The kernel holds its mask's block tables as arrays: make them concrete (eagerly), or the
   # cached kernel would hold the tracers of the trace that first built it.
   with jax.ensure_compile_time_eval():

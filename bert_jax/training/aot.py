@@ -115,11 +115,13 @@ def topology_devices(topology: str, num_slices: int = 1):
 
 # ---- splash attention's own cost (XLA's cost model does not see inside a Pallas kernel) -------
 # Matrix products per computed (q block, kv block) tile of each splash pass
-# (jax.experimental.pallas.ops.tpu.splash_attention, unfused backward, as models/splash.py
-# builds it): fwd S = QK^T, O += PV; dq recomputes S, dP = dO V^T, dQ += dS K; dkv recomputes S,
-# dV += P^T dO, dP = dO V^T, dK += dS^T Q. Backward = 3 + 4 = 7 products = 3.5x forward's 2
-# (a fused backward would be 5, 2.5x: S, dP, dV, dK, dQ).
+# (jax.experimental.pallas.ops.tpu.splash_attention): fwd S = QK^T, O += PV; the unfused
+# backward's dq recomputes S, dP = dO V^T, dQ += dS K and its dkv recomputes S, dV += P^T dO,
+# dP = dO V^T, dK += dS^T Q: 3 + 4 = 7 products = 3.5x forward. The fused backward (what
+# models/splash.py builds) is one dkv kernel doing S, dV, dP, dK and a partial dQ per kv block:
+# 5 products = 2.5x. A compiled program with dkv calls and no dq call runs the fused one.
 SPLASH_MATMULS = {"fwd": 2, "dq": 3, "dkv": 4}
+FUSED_DKV_MATMULS = 5
 DEFAULT_KERNEL_EFFICIENCY = 0.5
 _SPLASH_CALL = re.compile(r"splash_m[hq]a_(fwd|dq|dkv)")
 
@@ -147,8 +149,10 @@ class SplashLayer:
   dtype_bytes: int = 2  # bf16 q, k, v, o and gradients
 
 
-def splash_pass_cost(layer: SplashLayer, phase: str) -> tuple[float, float]:
-  """(FLOPs, HBM bytes) of one splash pass (fwd | dq | dkv) of `layer` on one device.
+def splash_pass_cost(layer: SplashLayer, phase: str,
+                     fused: bool = False) -> tuple[float, float]:
+  """(FLOPs, HBM bytes) of one splash pass (fwd | dq | dkv) of `layer` on one device; `fused`:
+  the dkv pass of the fused backward (it also computes dQ, and there is no dq pass).
 
   FLOPs: 2·D per (q, k) pair per matrix product (SPLASH_MATMULS[phase]) over the computed tiles,
   i.e. fwd = 4·b·n·L·L_k·D with L_k = tiles·block / (L / block) keys per query (L for a global
@@ -156,13 +160,18 @@ def splash_pass_cost(layer: SplashLayer, phase: str) -> tuple[float, float]:
   where it stays in VMEM across the inner loop and once per computed tile where it streams
   (S = T·tiles·block/L). fwd: q, o once, k, v streamed, logsumexp written as [n, L, 128] f32;
   dq: q, dO, dQ once, k, v streamed, logsumexp and di [n, 1, L] f32 read once; dkv: k, v, dK, dV
-  once, q, dO streamed, logsumexp and di [n, 8, L] f32 read per tile. Exponentials and masking
-  (VPU/EUP work) are not counted apart: they are in the efficiency."""
+  once, q, dO streamed, logsumexp and di [n, 8, L] f32 read per tile; fused dkv adds its partial
+  dQ output, [L / block, b, n, L, D] written whole (zeros where a tile is skipped; XLA's sum of
+  it is in XLA's estimate). Exponentials and masking (VPU/EUP work) are not counted apart: they
+  are in the efficiency."""
   if phase not in SPLASH_MATMULS:
     raise ValueError(f"splash phase {phase!r} is not one of {', '.join(SPLASH_MATMULS)}")
   b, n, length, d, blk = layer.batch, layer.heads, layer.seq_len, layer.head_dim, layer.block
   tiles = splash_blocks(length, blk, layer.window)
-  flops = 2.0 * SPLASH_MATMULS[phase] * b * n * tiles * blk * blk * d
+  if fused and phase != "dkv":
+    raise ValueError(f"the fused backward has no separate {phase} pass to fuse")
+  products = FUSED_DKV_MATMULS if fused else SPLASH_MATMULS[phase]
+  flops = 2.0 * products * b * n * tiles * blk * blk * d
   once = b * n * length * d * layer.dtype_bytes
   streamed = b * n * tiles * blk * d * layer.dtype_bytes
   if phase == "fwd":
@@ -171,6 +180,8 @@ def splash_pass_cost(layer: SplashLayer, phase: str) -> tuple[float, float]:
     nbytes = 3 * once + 2 * streamed + 2 * b * n * length * 4
   else:  # dkv
     nbytes = 4 * once + 2 * streamed + 2 * b * n * tiles * blk * 8 * 4
+    if fused:
+      nbytes += (length // blk) * once
   return flops, float(nbytes)
 
 
@@ -185,6 +196,7 @@ class SplashCost:
   peak_flops: float  # per chip
   hbm_bytes_per_s: float
   keys_per_query: dict  # "global" / "local" -> L_k effective (keys per query the kernel computes)
+  fused_backward: bool  # one dkv kernel computes dQ too (no dq calls)
 
   block: int  # the kernel's tile (block_q = block_kv)
 
@@ -195,7 +207,9 @@ class SplashCost:
             f"{calls} calls per device, {self.flops:.4g} FLOPs, {self.bytes / GiB:.2f} GiB HBM "
             f"traffic -> {self.seconds * 1e3:.2f} ms, each call max(FLOPs / ({self.efficiency:g} "
             f"x {self.peak_flops / 1e12:g} TFLOP/s), bytes / {self.hbm_bytes_per_s / 1e9:g} "
-            f"GB/s); fwd = 4·b·n·L·L_k·D, backward (dq + dkv) = 3.5x fwd; keys per query "
+            f"GB/s); fwd = 4·b·n·L·L_k·D, backward "
+            f"{'(fused dkv) = 2.5x' if self.fused_backward else '(dq + dkv) = 3.5x'} fwd; "
+            f"keys per query "
             f"computed L_k: {keys} (whole {self.block}-blocks)")
 
 
@@ -212,10 +226,13 @@ def splash_cost(layers: list[SplashLayer], calls: dict, chip: Chip,
   if not layers:
     raise ValueError("the compiled step calls splash but no attention layer takes it")
   per_layer = {p: calls.get(p, 0) / len(layers) for p in SPLASH_MATMULS}
+  fused = calls.get("dkv", 0) > 0 and calls.get("dq", 0) == 0
   flops = nbytes = seconds = 0.0
   for layer in layers:
     for phase, times in per_layer.items():
-      f, by = splash_pass_cost(layer, phase)
+      if not times:
+        continue
+      f, by = splash_pass_cost(layer, phase, fused=fused and phase == "dkv")
       flops, nbytes = flops + times * f, nbytes + times * by
       seconds += times * max(f / (chip.peak_flops * efficiency), by / chip.hbm_bytes_per_s)
   keys = {}
@@ -226,7 +243,7 @@ def splash_cost(layers: list[SplashLayer], calls: dict, chip: Chip,
   return SplashCost(calls={p: int(calls.get(p, 0)) for p in SPLASH_MATMULS}, flops=flops,
                     bytes=nbytes, seconds=seconds, efficiency=efficiency,
                     peak_flops=chip.peak_flops, hbm_bytes_per_s=chip.hbm_bytes_per_s,
-                    keys_per_query=keys, block=layers[0].block)
+                    keys_per_query=keys, block=layers[0].block, fused_backward=fused)
 
 
 def count_splash_calls(hlo_text: str) -> dict:

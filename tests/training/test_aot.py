@@ -113,6 +113,12 @@ def test_splash_pass_flops_and_bytes():
   assert aot.splash_pass_cost(local, "fwd")[0] == 4 * 2 * 3 * 64 * 22 * 128 * 128
   with pytest.raises(ValueError, match="not one of fwd, dq, dkv"):
     aot.splash_pass_cost(layer, "bwd")
+  # The fused backward: one dkv pass of 5 products, which also writes a partial dQ per kv block.
+  fused, fused_bytes = aot.splash_pass_cost(layer, "dkv", fused=True)
+  assert fused / fwd == 2.5
+  assert fused_bytes == aot.splash_pass_cost(layer, "dkv")[1] + (1024 // 512) * tensor
+  with pytest.raises(ValueError, match="no separate dq pass"):
+    aot.splash_pass_cost(layer, "dq", fused=True)
 
 
 def test_splash_cost_is_max_of_compute_and_bandwidth_per_call():
@@ -136,6 +142,25 @@ def test_splash_cost_is_max_of_compute_and_bandwidth_per_call():
   assert "ADDED: 4 fwd, 2 dq, 2 dkv calls per device" in line
   assert "max(FLOPs / (0.5 x 459 TFLOP/s), bytes / 2765 GB/s)" in line
   assert "backward (dq + dkv) = 3.5x fwd" in line and "local ±64 1472" in line
+  assert not cost.fused_backward
+
+
+def test_splash_cost_of_the_fused_backward():
+  """dkv calls and no dq call: the fused backward, costed as one 5-product dkv pass."""
+  chip = aot.CHIPS["v5p"]
+  layers = [aot.SplashLayer(1, 12, 8192, 64, None, 512), aot.SplashLayer(1, 12, 8192, 64, 64, 512)]
+  cost = aot.splash_cost(layers, {"fwd": 2, "dq": 0, "dkv": 2}, chip, efficiency=0.5)
+  expected = 0.0
+  for layer in layers:
+    for phase, fused in (("fwd", False), ("dkv", True)):
+      f, b = aot.splash_pass_cost(layer, phase, fused=fused)
+      expected += max(f / (459e12 * 0.5), b / 2765e9)
+  assert cost.fused_backward and cost.seconds == pytest.approx(expected)
+  unfused = aot.splash_cost(layers, {"fwd": 2, "dq": 2, "dkv": 2}, chip, efficiency=0.5)
+  assert cost.flops / unfused.flops == pytest.approx((2 + 5) / (2 + 3 + 4))
+  line = cost.line()
+  assert "ADDED: 2 fwd, 0 dq, 2 dkv calls per device" in line
+  assert "backward (fused dkv) = 2.5x fwd" in line
 
 
 def test_splash_calls_are_counted_from_the_compiled_hlo():
@@ -186,7 +211,8 @@ def test_compile_only_adds_the_splash_kernels_cost():
                   "--config.train.batch_size=16"], timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = proc.stdout
-  # 4 layers (global, local, local, global), no remat: one fwd, dq and dkv per layer.
-  assert "ADDED: 4 fwd, 4 dq, 4 dkv calls per device" in out, out
+  # 4 layers (global, local, local, global), no remat: one fwd and one fused dkv per layer.
+  assert "ADDED: 4 fwd, 0 dq, 4 dkv calls per device" in out, out
+  assert "backward (fused dkv) = 2.5x fwd" in out
   assert "compiler's ESTIMATED step time, XLA's cost model alone:" in out
   assert "ESTIMATED step time with splash:" in out
