@@ -299,12 +299,17 @@ _SEG = ("activation_batch", None)
 _KEEP = ("activation_batch", None, None, None)
 
 
-def _splash(q, k, v, segment_ids, window, interpret=False):
-  """[B, L, N, D] -> [B, L, N, D] through splash_lib on each device's [b, n, L, D] shard."""
-  t = lambda x: jnp.transpose(x, (0, 2, 1, 3))
+def _splash_heads_major(q, k, v, segment_ids, window, interpret=False):
+  """[B, N, L, D] -> [B, N, L, D] through splash_lib on each device's [b, n, L, D] shard."""
   fn = lambda q, k, v, seg: splash_lib.splash_attention(q, k, v, seg, window=window,
                                                         interpret=interpret)
-  return t(_per_device(fn, (t(q), t(k), t(v), segment_ids), (_BNLD, _BNLD, _BNLD, _SEG)))
+  return _per_device(fn, (q, k, v, segment_ids), (_BNLD, _BNLD, _BNLD, _SEG))
+
+
+def _splash(q, k, v, segment_ids, window, interpret=False):
+  """[B, L, N, D] -> [B, L, N, D] through `_splash_heads_major` (transposed there and back)."""
+  t = lambda x: jnp.transpose(x, (0, 2, 1, 3))
+  return t(_splash_heads_major(t(q), t(k), t(v), segment_ids, window, interpret))
 
 
 def _cudnn(q, k, v, mask: Mask, window, implementation="cudnn"):
@@ -440,12 +445,25 @@ def _manual(q, k, v, keep, window, dropout_rate, rng):
   return _manual_full(q, k, v, keep, window, dropout_rate, rng)
 
 
+def runs_heads_major(impl: str, *, dropout_rate: float, dtype, seq_len: int, head_dim: int,
+                     window: int | None, mask: Mask) -> bool:
+  """Whether `dot_product_attention` runs a kernel whose own layout is [B, N, L, D] (splash):
+  a model can then project straight into that layout (`heads_major=True`), so that no
+  [B, L, N, D] <-> [B, N, L, D] transposes are materialised around the kernel (on TPU they were
+  the largest XLA-visible cost of ModernBERT at 8,192 tokens, docs/benchmarks.md)."""
+  return select_kernel(impl, current_backend(), dropout_rate=dropout_rate, dtype=dtype,
+                       seq_len=seq_len, head_dim=head_dim, window=window,
+                       mask_kind=mask.kind) == "splash"
+
+
 def dot_product_attention(q, k, v, mask: Mask | jax.Array, *, impl: str, dropout_rate: float,
-                          rng: jax.Array | None, window: int | None = None) -> jax.Array:
-  """Scaled dot-product attention. q, k, v: [B, L, N, D]; mask: a Mask (or its bool keep
-  [B, 1, L|1, L], taken as an explicit mask); window: None (global) or the sliding window's
-  reach in tokens. The kernel is `select_kernel`'s (module docstring); attention dropout is
-  active with a key and a positive rate, and only the explicit ("manual") path has it.
+                          rng: jax.Array | None, window: int | None = None,
+                          heads_major: bool = False) -> jax.Array:
+  """Scaled dot-product attention. q, k, v: [B, L, N, D] ([B, N, L, D] and so the output with
+  `heads_major`); mask: a Mask (or its bool keep [B, 1, L|1, L], taken as an explicit mask);
+  window: None (global) or the sliding window's reach in tokens. The kernel is
+  `select_kernel`'s (module docstring); attention dropout is active with a key and a positive
+  rate, and only the explicit ("manual") path has it.
 
   manual: logits and softmax in float32; masked logits get float32's lowest finite value (never
   -inf, so a fully masked row is uniform, not NaN, in any compute dtype); a sliding window in
@@ -454,8 +472,14 @@ def dot_product_attention(q, k, v, mask: Mask | jax.Array, *, impl: str, dropout
   mask = mask if isinstance(mask, Mask) else Mask(keep=mask)
   rate = dropout_rate if rng is not None and dropout_rate > 0.0 else 0.0
   kernel = select_kernel(impl, current_backend(), dropout_rate=rate, dtype=q.dtype,
-                         seq_len=q.shape[1], head_dim=q.shape[-1], window=window,
-                         mask_kind=mask.kind)
+                         seq_len=q.shape[2 if heads_major else 1], head_dim=q.shape[-1],
+                         window=window, mask_kind=mask.kind)
+  if heads_major:
+    if kernel == "splash":
+      return _splash_heads_major(q, k, v, mask.segment_ids, window)
+    t = lambda x: jnp.swapaxes(x, 1, 2)
+    return t(dot_product_attention(t(q), t(k), t(v), mask, impl=impl, dropout_rate=dropout_rate,
+                                   rng=rng, window=window))
   if kernel == "splash":
     return _splash(q, k, v, mask.segment_ids, window)
   if kernel == "cudnn":

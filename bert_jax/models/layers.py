@@ -78,6 +78,24 @@ class Dense(nnx.Module):
     return y
 
 
+  def qkv_heads_major(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A fused QKV projection (kernel [H, 3, N, D]) straight into q, k, v [B, N, L, D], the
+    layout of a heads-major attention kernel (splash), instead of [B, L, 3, N, D]."""
+    qkv = jnp.einsum("blh,htnd->tbnld", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      qkv = qkv + self.bias[...].astype(qkv.dtype)[:, None, :, None, :]
+    qkv = sharding.constrain(qkv, (None, "activation_batch", "activation_heads", None,
+                                   "activation_kv"))
+    return qkv[0], qkv[1], qkv[2]
+
+  def from_heads_major(self, ctx: jax.Array) -> jax.Array:
+    """The attention output projection (kernel [N, D, H]) of a context [B, N, L, D] -> [B, L, H]."""
+    y = jnp.einsum("bnld,ndh->blh", ctx.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(y.dtype)
+    return y
+
+
 class Embed(nnx.Module):
   """A lookup table [num_embeddings, features]; `attend` is the tied output projection."""
 

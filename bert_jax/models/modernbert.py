@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax.models.attention import Mask, dot_product_attention, make_mask
+from bert_jax.models.attention import Mask, dot_product_attention, make_mask, runs_heads_major
 from bert_jax.models.bert import (BertOutput, MaskedLMOutput, QuestionAnsweringOutput,
                                   SequenceClassifierOutput, TokenClassifierOutput, _REMAT_POLICIES,
                                   _rng, gather_positions)
@@ -67,12 +67,15 @@ def rope_tables(position_ids: jax.Array, head_dim: int, theta: float
   return jnp.cos(emb), jnp.sin(emb)
 
 
-def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-  """x [B, L, N, D] rotated in float32 (HF's rotate_half convention), returned in x's dtype."""
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array,
+               heads_major: bool = False) -> jax.Array:
+  """x [B, L, N, D] ([B, N, L, D] with heads_major) rotated in float32 (HF's rotate_half
+  convention) by cos, sin [B, L, D]; returned in x's dtype."""
   xf = x.astype(jnp.float32)
   half = x.shape[-1] // 2
   rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
-  out = xf * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+  cos, sin = (c[:, None] if heads_major else c[:, :, None] for c in (cos, sin))
+  out = xf * cos + rotated * sin
   return out.astype(x.dtype)
 
 
@@ -108,6 +111,11 @@ class ModernBertAttention(nnx.Module):
     self.dropout_rate = config.attention_dropout
 
   def __call__(self, x, mask: Mask, rope: tuple[jax.Array, jax.Array], rng):
+    rate = self.dropout_rate if rng is not None else 0.0
+    if runs_heads_major(self.impl, dropout_rate=rate, dtype=self.wqkv.dtype,
+                        seq_len=x.shape[1], head_dim=self.wqkv.kernel.shape[-1],
+                        window=self.window, mask=mask):
+      return self._heads_major(x, mask, rope, rng)
     qkv = self.wqkv(x)  # [B, L, 3, N, D]
     qkv = sharding.constrain(qkv, ("activation_batch", "activation_length", None,
                                    "activation_heads", "activation_kv"))
@@ -116,6 +124,18 @@ class ModernBertAttention(nnx.Module):
     ctx = dot_product_attention(q, k, v, mask, impl=self.impl, dropout_rate=self.dropout_rate,
                                 rng=_rng(rng, _RNG_ATTN_PROBS), window=self.window)
     y = self.wo(ctx)
+    return dropout(y, self.dropout_rate, _rng(rng, _RNG_ATTN_OUT))
+
+  def _heads_major(self, x, mask: Mask, rope, rng):
+    """The same attention with q, k, v and the context in the kernel's [B, N, L, D] layout
+    (splash): the projections write and read that layout directly, so no transposes of q, k, v
+    or the context (nor of their gradients) are materialised around the kernel."""
+    q, k, v = self.wqkv.qkv_heads_major(x)
+    q, k = apply_rope(q, *rope, heads_major=True), apply_rope(k, *rope, heads_major=True)
+    ctx = dot_product_attention(q, k, v, mask, impl=self.impl, dropout_rate=self.dropout_rate,
+                                rng=_rng(rng, _RNG_ATTN_PROBS), window=self.window,
+                                heads_major=True)
+    y = self.wo.from_heads_major(ctx)
     return dropout(y, self.dropout_rate, _rng(rng, _RNG_ATTN_OUT))
 
 

@@ -120,6 +120,21 @@ def test_splash_gradients_equal_manual():
     np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("impl", ["manual", "xla"])
+def test_heads_major_layout_is_the_same_attention(impl):
+  """heads_major=True takes and returns [B, N, L, D]; where the kernel is not splash it is
+  the [B, L, N, D] call transposed there and back; with splash (interpreted), the same values."""
+  q, k, v = _qkv()
+  mask = _mask("packed")
+  t = lambda x: jnp.swapaxes(x, 1, 2)
+  want = dot_product_attention(q, k, v, mask, impl=impl, dropout_rate=0.0, rng=None, window=16)
+  got = dot_product_attention(t(q), t(k), t(v), mask, impl=impl, dropout_rate=0.0, rng=None,
+                              window=16, heads_major=True)
+  np.testing.assert_array_equal(t(got), want)
+  splash = attention._splash_heads_major(t(q), t(k), t(v), mask.segment_ids, 16, interpret=True)
+  _close_where_used(t(splash), want, mask)
+
+
 def test_fused_kernels_run_per_shard_on_a_mesh():
   """Under a (data 2, fsdp 2, tensor 2) mesh both kernels run inside shard_map (batch over data
   and fsdp, heads over tensor; the cond per shard) and still equal the explicit path."""
@@ -130,6 +145,10 @@ def test_fused_kernels_run_per_shard_on_a_mesh():
     want = _manual(q, k, v, mask, window)
     for name, fn in (("splash", lambda q, k, v, m: _splash_interpreted(q, k, v, m.segment_ids,
                                                                        window)),
+                     ("splash, heads major", lambda q, k, v, m: jnp.swapaxes(
+                         attention._splash_heads_major(*(jnp.swapaxes(x, 1, 2) for x in (q, k, v)),
+                                                       m.segment_ids, window, interpret=True),
+                         1, 2)),
                      ("cudnn", lambda q, k, v, m: attention._cudnn(q, k, v, m, window,
                                                                    implementation="xla"))):
       step = jax.jit(sharding.under_mesh(fn, mesh))
@@ -159,7 +178,8 @@ def test_auto_runs_splash_on_tpu_and_cudnn_on_gpu(monkeypatch):
 
 def test_modernbert_with_splash_equals_the_explicit_path(monkeypatch):
   """ModernBERT tiny (global and window-64 local layers, scanned) on packed rows: the TPU
-  path (splash, interpreted) gives the explicit path's logits at every used position."""
+  path (splash, interpreted, in the heads-major layout) gives the explicit path's logits at
+  every used position."""
   config = get_config("modernbert_tiny", vocab_size=300, scan_layers=True)
   model = random_model(config, "masked_lm")
   rng = np.random.default_rng(0)
@@ -171,13 +191,36 @@ def test_modernbert_with_splash_equals_the_explicit_path(monkeypatch):
   run = lambda m: jax.jit(lambda i, s, p: m(i, segment_ids=s, position_ids=p).mlm_logits)(
       ids, jnp.asarray(seg), jnp.asarray(pos))
   want = run(model)
-  monkeypatch.setattr(attention, "_splash", _splash_interpreted)
+  # On TPU ModernBERT projects straight into splash's [B, N, L, D] layout (heads_major).
+  monkeypatch.setattr(attention, "_splash_heads_major",
+                      functools.partial(attention._splash_heads_major, interpret=True))
   monkeypatch.setattr(attention, "current_backend", lambda: "tpu")
   assert select_kernel("auto", "tpu", dropout_rate=0.0, dtype=jnp.float32, seq_len=128,
                        head_dim=config.head_dim, window=64, mask_kind="packed") == "splash"
   got = run(model)
   np.testing.assert_array_equal(run(model), got)  # a second trace reuses the cached kernels
   used = (seg > 0)[:, :, None]
+  np.testing.assert_allclose(np.where(used, got, 0), np.where(used, want, 0), atol=2e-5, rtol=0)
+
+
+def test_bert_with_splash_equals_the_explicit_path(monkeypatch):
+  """BERT tiny without attention dropout on padded rows: the TPU path (splash, interpreted,
+  q, k, v projected straight into its [B, N, L, D] layout) gives the explicit path's MLM logits
+  at every token."""
+  config = get_config("tiny", vocab_size=300, attention_probs_dropout_prob=0.0)
+  model = random_model(config, "masked_lm")
+  ids = jnp.asarray(np.random.default_rng(1).integers(5, 300, (2, 128)), jnp.int32)
+  am = np.ones((2, 128), np.int32)
+  am[1, 100:] = 0
+  run = lambda: jax.jit(lambda i, a: model(i, attention_mask=a).mlm_logits)(ids, jnp.asarray(am))
+  want = run()
+  calls, interpreted = [], functools.partial(attention._splash_heads_major, interpret=True)
+  monkeypatch.setattr(attention, "_splash_heads_major",
+                      lambda *a: calls.append(a[0].shape) or interpreted(*a))
+  monkeypatch.setattr(attention, "current_backend", lambda: "tpu")
+  got = run()
+  assert calls == [(2, config.num_attention_heads, 128, config.head_dim)] * 2  # both layers
+  used = (am > 0)[:, :, None]
   np.testing.assert_allclose(np.where(used, got, 0), np.where(used, want, 0), atol=2e-5, rtol=0)
 
 
