@@ -77,11 +77,11 @@ class Dense(nnx.Module):
       y = y + self.bias[...].astype(y.dtype)
     return y
 
-
   def qkv_heads_major(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """A fused QKV projection (kernel [H, 3, N, D]) straight into q, k, v [B, N, L, D], the
     layout of a heads-major attention kernel (splash), instead of [B, L, 3, N, D]."""
-    qkv = jnp.einsum("blh,htnd->tbnld", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    kernel = self.kernel[...].astype(self.dtype)
+    qkv = jnp.einsum("blh,htnd->tbnld", x.astype(self.dtype), kernel)
     if self.bias is not None:
       qkv = qkv + self.bias[...].astype(qkv.dtype)[:, None, :, None, :]
     qkv = sharding.constrain(qkv, (None, "activation_batch", "activation_heads", None,
@@ -89,8 +89,9 @@ class Dense(nnx.Module):
     return qkv[0], qkv[1], qkv[2]
 
   def from_heads_major(self, ctx: jax.Array) -> jax.Array:
-    """The attention output projection (kernel [N, D, H]) of a context [B, N, L, D] -> [B, L, H]."""
-    y = jnp.einsum("bnld,ndh->blh", ctx.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    """The attention output projection (kernel [N, D, H]): a context [B, N, L, D] -> [B, L, H]."""
+    kernel = self.kernel[...].astype(self.dtype)
+    y = jnp.einsum("bnld,ndh->blh", ctx.astype(self.dtype), kernel)
     if self.bias is not None:
       y = y + self.bias[...].astype(y.dtype)
     return y
