@@ -445,15 +445,45 @@ def _manual(q, k, v, keep, window, dropout_rate, rng):
   return _manual_full(q, k, v, keep, window, dropout_rate, rng)
 
 
-def runs_heads_major(impl: str, *, dropout_rate: float, dtype, seq_len: int, head_dim: int,
-                     window: int | None, mask: Mask) -> bool:
+def _active_rate(dropout_rate: float, rng: jax.Array | None) -> float:
+  """The attention-dropout rate that applies: the rate with a key, else 0."""
+  return dropout_rate if rng is not None and dropout_rate > 0.0 else 0.0
+
+
+def runs_heads_major(impl: str, *, dropout_rate: float, rng: jax.Array | None, dtype,
+                     seq_len: int, head_dim: int, window: int | None, mask: Mask) -> bool:
   """Whether `dot_product_attention` runs a kernel whose own layout is [B, N, L, D] (splash):
   a model can then project straight into that layout (`heads_major=True`), so that no
   [B, L, N, D] <-> [B, N, L, D] transposes are materialised around the kernel (on TPU they were
   the largest XLA-visible cost of ModernBERT at 8,192 tokens, docs/benchmarks.md)."""
-  return select_kernel(impl, current_backend(), dropout_rate=dropout_rate, dtype=dtype,
-                       seq_len=seq_len, head_dim=head_dim, window=window,
+  return select_kernel(impl, current_backend(), dropout_rate=_active_rate(dropout_rate, rng),
+                       dtype=dtype, seq_len=seq_len, head_dim=head_dim, window=window,
                        mask_kind=mask.kind) == "splash"
+
+
+def self_attention(x, qkv, out, mask: Mask | jax.Array, *, impl: str, dropout_rate: float,
+                   rng: jax.Array | None, window: int | None = None, rotate=None) -> jax.Array:
+  """Both families' attention between its projections: x [B, L, H] -> [B, L, H].
+
+  qkv: the fused QKV Dense (kernel [H, 3, N, D]); out: the output Dense (kernel [N, D, H]);
+  rotate(t, heads_major): applied to q and k (ModernBERT's RoPE), or None. Where the kernel is
+  splash, q, k, v and the context are in its [B, N, L, D] layout (`Dense.qkv_heads_major`,
+  `Dense.from_heads_major`); elsewhere in [B, L, N, D]."""
+  mask = mask if isinstance(mask, Mask) else Mask(keep=mask)
+  heads_major = runs_heads_major(impl, dropout_rate=dropout_rate, rng=rng, dtype=qkv.dtype,
+                                 seq_len=x.shape[1], head_dim=qkv.kernel.shape[-1],
+                                 window=window, mask=mask)
+  if heads_major:
+    q, k, v = qkv.qkv_heads_major(x)
+  else:
+    y = sharding.constrain(qkv(x), ("activation_batch", "activation_length", None,
+                                    "activation_heads", "activation_kv"))  # [B, L, 3, N, D]
+    q, k, v = y[:, :, 0], y[:, :, 1], y[:, :, 2]
+  if rotate is not None:
+    q, k = rotate(q, heads_major), rotate(k, heads_major)
+  ctx = dot_product_attention(q, k, v, mask, impl=impl, dropout_rate=dropout_rate, rng=rng,
+                              window=window, heads_major=heads_major)
+  return out.from_heads_major(ctx) if heads_major else out(ctx)
 
 
 def dot_product_attention(q, k, v, mask: Mask | jax.Array, *, impl: str, dropout_rate: float,
@@ -470,7 +500,7 @@ def dot_product_attention(q, k, v, mask: Mask | jax.Array, *, impl: str, dropout
   query blocks where that saves work (`_manual_banded`, the same outputs).
   """
   mask = mask if isinstance(mask, Mask) else Mask(keep=mask)
-  rate = dropout_rate if rng is not None and dropout_rate > 0.0 else 0.0
+  rate = _active_rate(dropout_rate, rng)
   kernel = select_kernel(impl, current_backend(), dropout_rate=rate, dtype=q.dtype,
                          seq_len=q.shape[2 if heads_major else 1], head_dim=q.shape[-1],
                          window=window, mask_kind=mask.kind)

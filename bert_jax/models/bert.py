@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax.models.attention import Mask, dot_product_attention, make_mask, runs_heads_major
+from bert_jax.models.attention import make_mask, self_attention
 from bert_jax.models.config import BertConfig
 from bert_jax.models.dropout import dropout
 from bert_jax.models.layers import Dense, Embed, LayerNorm, activation, param
@@ -123,23 +123,8 @@ class BertAttention(nnx.Module):
     self.hidden_dropout = config.hidden_dropout_prob
 
   def __call__(self, x, mask, rng):
-    mask = mask if isinstance(mask, Mask) else Mask(keep=mask)
-    rate = self.probs_dropout if rng is not None else 0.0
-    if runs_heads_major(self.impl, dropout_rate=rate, dtype=self.qkv.dtype, seq_len=x.shape[1],
-                        head_dim=self.qkv.kernel.shape[-1], window=None, mask=mask):
-      # splash: q, k, v and the context in its [B, N, L, D] layout, no transposes around it
-      q, k, v = self.qkv.qkv_heads_major(x)
-      ctx = dot_product_attention(q, k, v, mask, impl=self.impl, dropout_rate=self.probs_dropout,
-                                  rng=_rng(rng, _RNG_ATTN_PROBS), heads_major=True)
-      y = self.output.from_heads_major(ctx)
-    else:
-      qkv = self.qkv(x)  # [B, L, 3, N, D]
-      qkv = sharding.constrain(qkv, ("activation_batch", "activation_length", None,
-                                     "activation_heads", "activation_kv"))
-      q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, L, N, D] each
-      ctx = dot_product_attention(q, k, v, mask, impl=self.impl,
-                                  dropout_rate=self.probs_dropout, rng=_rng(rng, _RNG_ATTN_PROBS))
-      y = self.output(ctx)  # [B, L, H]
+    y = self_attention(x, self.qkv, self.output, mask, impl=self.impl,
+                       dropout_rate=self.probs_dropout, rng=_rng(rng, _RNG_ATTN_PROBS))
     y = dropout(y, self.hidden_dropout, _rng(rng, _RNG_ATTN_OUT))
     return self.layer_norm(y + x)
 

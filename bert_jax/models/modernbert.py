@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax.models.attention import Mask, dot_product_attention, make_mask, runs_heads_major
+from bert_jax.models.attention import Mask, make_mask, self_attention
 from bert_jax.models.bert import (BertOutput, MaskedLMOutput, QuestionAnsweringOutput,
                                   SequenceClassifierOutput, TokenClassifierOutput, _REMAT_POLICIES,
                                   _rng, gather_positions)
@@ -111,31 +111,10 @@ class ModernBertAttention(nnx.Module):
     self.dropout_rate = config.attention_dropout
 
   def __call__(self, x, mask: Mask, rope: tuple[jax.Array, jax.Array], rng):
-    rate = self.dropout_rate if rng is not None else 0.0
-    if runs_heads_major(self.impl, dropout_rate=rate, dtype=self.wqkv.dtype,
-                        seq_len=x.shape[1], head_dim=self.wqkv.kernel.shape[-1],
-                        window=self.window, mask=mask):
-      return self._heads_major(x, mask, rope, rng)
-    qkv = self.wqkv(x)  # [B, L, 3, N, D]
-    qkv = sharding.constrain(qkv, ("activation_batch", "activation_length", None,
-                                   "activation_heads", "activation_kv"))
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    ctx = dot_product_attention(q, k, v, mask, impl=self.impl, dropout_rate=self.dropout_rate,
-                                rng=_rng(rng, _RNG_ATTN_PROBS), window=self.window)
-    y = self.wo(ctx)
-    return dropout(y, self.dropout_rate, _rng(rng, _RNG_ATTN_OUT))
-
-  def _heads_major(self, x, mask: Mask, rope, rng):
-    """The same attention with q, k, v and the context in the kernel's [B, N, L, D] layout
-    (splash): the projections write and read that layout directly, so no transposes of q, k, v
-    or the context (nor of their gradients) are materialised around the kernel."""
-    q, k, v = self.wqkv.qkv_heads_major(x)
-    q, k = apply_rope(q, *rope, heads_major=True), apply_rope(k, *rope, heads_major=True)
-    ctx = dot_product_attention(q, k, v, mask, impl=self.impl, dropout_rate=self.dropout_rate,
-                                rng=_rng(rng, _RNG_ATTN_PROBS), window=self.window,
-                                heads_major=True)
-    y = self.wo.from_heads_major(ctx)
+    rotate = lambda t, heads_major: apply_rope(t, *rope, heads_major=heads_major)
+    y = self_attention(x, self.wqkv, self.wo, mask, impl=self.impl,
+                       dropout_rate=self.dropout_rate, rng=_rng(rng, _RNG_ATTN_PROBS),
+                       window=self.window, rotate=rotate)
     return dropout(y, self.dropout_rate, _rng(rng, _RNG_ATTN_OUT))
 
 

@@ -121,16 +121,27 @@ def test_splash_pass_flops_and_bytes():
     aot.splash_pass_cost(layer, "dq", fused=True)
 
 
+# A global and a local (±64) layer at 8,192 tokens, one sequence and 12 heads per device.
+LAYERS_8K = [aot.SplashLayer(1, 12, 8192, 64, None, 512), aot.SplashLayer(1, 12, 8192, 64, 64, 512)]
+
+
+def _seconds_at_half_of_v5p(passes) -> float:
+  """Each layer's passes (phase, calls per layer, fused), each max(compute at 0.5 of the v5p
+  peak, bandwidth)."""
+  total = 0.0
+  for layer in LAYERS_8K:
+    for phase, times, fused in passes:
+      f, b = aot.splash_pass_cost(layer, phase, fused=fused)
+      total += times * max(f / (459e12 * 0.5), b / 2765e9)
+  return total
+
+
 def test_splash_cost_is_max_of_compute_and_bandwidth_per_call():
   chip = aot.CHIPS["v5p"]
-  layers = [aot.SplashLayer(1, 12, 8192, 64, None, 512), aot.SplashLayer(1, 12, 8192, 64, 64, 512)]
+  layers = LAYERS_8K
   # save_dots recomputes the forward in the backward pass: 2 fwd calls per layer.
   cost = aot.splash_cost(layers, {"fwd": 4, "dq": 2, "dkv": 2}, chip, efficiency=0.5)
-  expected = 0.0
-  for layer in layers:
-    for phase, times in (("fwd", 2), ("dq", 1), ("dkv", 1)):
-      f, b = aot.splash_pass_cost(layer, phase)
-      expected += times * max(f / (459e12 * 0.5), b / 2765e9)
+  expected = _seconds_at_half_of_v5p([("fwd", 2, False), ("dq", 1, False), ("dkv", 1, False)])
   assert cost.seconds == pytest.approx(expected)
   assert cost.keys_per_query == {"global": 8192, "local ±64": 46 * 512 * 512 / 8192}
   slower = aot.splash_cost(layers, {"fwd": 4, "dq": 2, "dkv": 2}, chip, efficiency=0.25)
@@ -148,13 +159,9 @@ def test_splash_cost_is_max_of_compute_and_bandwidth_per_call():
 def test_splash_cost_of_the_fused_backward():
   """dkv calls and no dq call: the fused backward, costed as one 5-product dkv pass."""
   chip = aot.CHIPS["v5p"]
-  layers = [aot.SplashLayer(1, 12, 8192, 64, None, 512), aot.SplashLayer(1, 12, 8192, 64, 64, 512)]
+  layers = LAYERS_8K
   cost = aot.splash_cost(layers, {"fwd": 2, "dq": 0, "dkv": 2}, chip, efficiency=0.5)
-  expected = 0.0
-  for layer in layers:
-    for phase, fused in (("fwd", False), ("dkv", True)):
-      f, b = aot.splash_pass_cost(layer, phase, fused=fused)
-      expected += max(f / (459e12 * 0.5), b / 2765e9)
+  expected = _seconds_at_half_of_v5p([("fwd", 1, False), ("dkv", 1, True)])
   assert cost.fused_backward and cost.seconds == pytest.approx(expected)
   unfused = aot.splash_cost(layers, {"fwd": 2, "dq": 2, "dkv": 2}, chip, efficiency=0.5)
   assert cost.flops / unfused.flops == pytest.approx((2 + 5) / (2 + 3 + 4))
